@@ -1,0 +1,40 @@
+"""The in-memory form every reader yields and every preprocessing step takes."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ECGRecord:
+    """One ECG recording.
+
+    Attributes:
+      signal: [time, leads] float32, millivolts.
+      fs: sampling rate in Hz.
+      lead_names: one name per column of `signal` (canonical spelling once preprocessed).
+      record_id: unique within its source (e.g. PTB-XL ecg_id, WFDB record name).
+      patient_id: the person the record belongs to; splits and positives are patient-level.
+      source: corpus name ('ptbxl', 'code15', 'wfdb', 'synthetic', ...).
+      metadata: labels and everything else (age, sex, scp codes, superclasses, fold, ...).
+      path: where the record came from, for error messages.
+    """
+
+    signal: np.ndarray
+    fs: float
+    lead_names: tuple[str, ...]
+    record_id: str
+    patient_id: str
+    source: str
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.signal.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.fs

@@ -1,0 +1,1 @@
+"""ecgjax.models."""

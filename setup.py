@@ -1,0 +1,30 @@
+"""ecgjax: self-supervised ECG foundation models in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ecgjax",
+    version="0.1.0",
+    description="Self-supervised ECG foundation models (ViT / ResNet, CL / MAE / HL / CPC) in JAX",
+    packages=find_packages(include=["ecgjax", "ecgjax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6,<0.12",
+        "flax>=0.10,<0.14",
+        "optax>=0.2.4,<0.4",
+        "orbax-checkpoint>=0.11,<0.14",
+        "grain>=0.2.10,<0.4",
+        "numpy>=1.26,<3",
+        "ml-collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "wfdb>=4.1,<5",
+        "soundfile>=0.12,<1",
+        "scipy>=1.11,<2",
+        "scikit-learn>=1.4,<2",
+        "matplotlib>=3.8,<4",
+        "pandas>=2.0,<4",
+        "h5py>=3.10,<4",
+        "tqdm>=4.66,<5",
+        "tensorboardX>=2.6,<3",
+    ],
+    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
+)
