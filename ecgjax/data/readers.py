@@ -1,0 +1,478 @@
+"""Readers for real ECG corpora in the layouts users download; each yields `ECGRecord`s in mV.
+
+- `read_wfdb`: any WFDB record (formats 16, 212, FLAC 508/516/524, ...), any fs and lead count.
+- `load_ptbxl_table` / `read_ptbxl`: the official PTB-XL folder layout.
+- `read_code15`: CODE-15% (`exams.csv` + `exams_part*.hdf5`), read lazily block by block.
+- `read_annotations` / `rhythm_at`: MIT-BIH style beat and rhythm annotations of long recordings.
+- `validate_record`: the checks every record passes before it is used.
+
+Bad input raises `ECGInputError` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pathlib
+import re
+import warnings
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import wfdb
+import wfdb.io.annotation
+import wfdb.io.header
+from wfdb.io import _header, _signal
+
+from ecgjax.data.errors import ECGInputError
+from ecgjax.data.leads import CANONICAL_LEADS, canonical_lead_name
+from ecgjax.data.record import ECGRecord
+
+MIN_FS_HZ = 50.0
+MAX_FS_HZ = 10_000.0
+
+# Physical units found in WFDB headers, as multipliers to millivolts. WFDB's default unit is mV.
+_UNIT_TO_MV = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+
+PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
+# Statements worth a binary column of their own besides the superclasses.
+PTBXL_EXTRA_BINARY = ("AFIB",)
+
+CODE15_FS_HZ = 400.0
+# CODE-15% lead order, as documented with the dataset (DI, DII, DIII, AVR, AVL, AVF, V1-V6).
+CODE15_LEADS = CANONICAL_LEADS
+CODE15_LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF")
+
+# wfdb's table of which annotation codes mark a beat (QRS complex).
+_BEAT_SYMBOLS = frozenset(
+    wfdb.io.annotation.ann_label_table.loc[
+        wfdb.io.annotation.ann_label_table.label_store.map(
+            lambda code: code < len(wfdb.io.annotation.is_qrs) and wfdb.io.annotation.is_qrs[code]),
+        "symbol"])
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def validate_record(record: ECGRecord) -> ECGRecord:
+    """Checks a record is usable as it is and returns it unchanged.
+
+    Raises ECGInputError (naming `record.path` or its id) for: an absurd or missing sampling rate,
+    a signal that is not [time, leads] or is empty, a lead count different from the lead names,
+    unknown or repeated lead names, non-finite samples, and flat (constant) leads.
+    """
+    source = record.path or f"{record.source}:{record.record_id}"
+    fs = record.fs
+    if fs is None or not np.isfinite(fs) or not MIN_FS_HZ <= fs <= MAX_FS_HZ:
+        raise ECGInputError(source, f"absurd sampling rate {fs!r} Hz (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)")
+    signal = record.signal
+    if signal.ndim != 2:
+        raise ECGInputError(source, f"signal has shape {signal.shape}, expected [time, leads]")
+    if signal.shape[0] == 0:
+        raise ECGInputError(source, "empty signal (no samples)")
+    if signal.shape[1] != len(record.lead_names):
+        raise ECGInputError(source, f"{signal.shape[1]} signal columns but {len(record.lead_names)} lead names")
+    canonical = [canonical_lead_name(name, source) for name in record.lead_names]
+    if len(set(canonical)) != len(canonical):
+        raise ECGInputError(source, f"repeated lead names {list(record.lead_names)}")
+    finite = np.isfinite(signal)
+    if not finite.all():
+        bad_leads = [record.lead_names[i] for i in np.flatnonzero(~finite.all(axis=0))]
+        raise ECGInputError(source, f"{int((~finite).sum())} NaN/infinite samples in leads {bad_leads}")
+    flat = signal.max(axis=0) == signal.min(axis=0)
+    if flat.any():
+        raise ECGInputError(source, f"flat (constant) leads {[record.lead_names[i] for i in np.flatnonzero(flat)]}")
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# WFDB
+# --------------------------------------------------------------------------------------------
+
+def _units_to_mv(units: Sequence[str], source) -> np.ndarray:
+    """[leads] multipliers turning each channel's physical units into mV."""
+    scale = []
+    for unit in units:
+        key = (unit or "").strip().lower()
+        if key not in _UNIT_TO_MV:
+            raise ECGInputError(source, f"unsupported physical unit {unit!r} (expected mV, uV or V)")
+        scale.append(_UNIT_TO_MV[key])
+    return np.asarray(scale, np.float32)
+
+
+# wfdb's own header grammar, with its per-field defaults and types looked up once: wfdb's
+# header parser does a pandas .loc per field per lead, which is ~75% of reading a 10 s record.
+def _field_casts(specs) -> dict:
+    return {field: (int if types is _header.int_types else float if types is _header.float_types else str)
+            for field, types in specs["allowed_types"].items()}
+
+
+_SIGNAL_FIELDS = tuple(_header.SIGNAL_SPECS.index)
+_SIGNAL_DEFAULTS = _header.SIGNAL_SPECS["read_default"].to_dict()
+_SIGNAL_CASTS = _field_casts(_header.SIGNAL_SPECS)
+_RECORD_FIELDS = ("record_name", "n_seg", "n_sig", "fs", "counter_freq", "base_counter", "sig_len",
+                  "base_time", "base_date")  # the groups of wfdb's rx_record, in order
+_RECORD_CASTS = {**_field_casts(_header.RECORD_SPECS), "base_time": str, "base_date": str}
+
+
+def _parse_record_line(line: str, source) -> dict:
+    """Record-line fields as wfdb reads them; fs is None where the header gives none (wfdb would
+    silently assume 250 Hz), base_time / base_date stay strings."""
+    match = _header.rx_record.match(line)
+    if match is None:
+        raise ECGInputError(source, f"invalid record line in header: {line!r}")
+    return {field: (_RECORD_CASTS[field](text) if text else None)
+            for field, text in zip(_RECORD_FIELDS, match.groups())}
+
+
+def _parse_signal_lines(lines: Sequence[str], source) -> dict[str, list]:
+    """Same result as wfdb.io._header._parse_signal_lines, without its per-field pandas lookups."""
+    fields = {field: [] for field in _SIGNAL_FIELDS}
+    for line in lines:
+        match = _header.rx_signal.match(line)
+        if match is None:
+            raise ECGInputError(source, f"invalid signal line in header: {line!r}")
+        values = dict(zip(_SIGNAL_FIELDS, match.groups()))
+        for field, text in values.items():
+            if text == "":
+                value = _SIGNAL_DEFAULTS[field]
+                if field == "baseline" and values["adc_zero"] != "":
+                    value = int(values["adc_zero"])  # wfdb: a missing baseline defaults to adc_zero
+            else:
+                value = _SIGNAL_CASTS[field](text)
+                if field == "adc_gain" and value == 0:
+                    value = 200.0  # WFDB: gain 0 means the default 200
+            fields[field].append(value)
+    return fields
+
+
+def _read_digital(path: pathlib.Path, header_path: pathlib.Path):
+    """(wfdb.Record with header fields, digital samples [time, leads], {base_time, base_date} as text),
+    the samples checked against the header's length.
+
+    Single-segment records with one sample per frame (nearly all ECG records) take a fast path
+    through wfdb's header grammar and sample reader (`_signal._rd_segment`, which handles every
+    format); anything else goes through wfdb.rdrecord.
+    """
+    header_lines, comment_lines = wfdb.io.header.parse_header_content(
+        header_path.read_text(encoding="ascii", errors="ignore"))
+    if not header_lines:
+        raise ECGInputError(header_path, "empty header")
+    record_fields = _parse_record_line(header_lines[0], header_path)
+    fs = record_fields["fs"]
+    if fs is None:
+        raise ECGInputError(header_path, "header gives no sampling rate")
+    if not MIN_FS_HZ <= fs <= MAX_FS_HZ:
+        raise ECGInputError(header_path, f"absurd sampling rate {fs:g} Hz (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)")
+    signal_fields = _parse_signal_lines(header_lines[1:], header_path)
+    simple = (record_fields["n_seg"] is None and record_fields["sig_len"] is not None
+              and all(spf in (None, 1) for spf in signal_fields["samps_per_frame"])
+              and not any(signal_fields["skew"]))
+    if not simple:
+        record = wfdb.rdrecord(str(path), physical=False, return_res=32)
+        return record, record.d_signal, {"base_time": _as_text(record.base_time),
+                                         "base_date": _as_text(record.base_date)}
+    record = wfdb.Record()
+    for field, value in {**signal_fields, **record_fields}.items():
+        if field not in ("n_seg", "base_time", "base_date"):
+            setattr(record, field, value)
+    record.comments = [line.strip(" \t#") for line in comment_lines]
+    if record.n_sig != len(record.sig_name or []):
+        raise ECGInputError(header_path, f"header declares {record.n_sig} signals but describes "
+                                         f"{len(record.sig_name or [])}")
+    channels = list(range(record.n_sig))
+    per_lead = _signal._rd_segment(
+        file_name=record.file_name, dir_name=str(path.parent), pn_dir=None, fmt=record.fmt,
+        n_sig=record.n_sig, sig_len=record.sig_len, byte_offset=record.byte_offset,
+        samps_per_frame=[1] * record.n_sig, skew=[None] * record.n_sig, init_value=record.init_value,
+        sampfrom=0, sampto=record.sig_len, channels=channels, ignore_skew=False, return_res=32)
+    lengths = {len(lead) for lead in per_lead}
+    if lengths != {record.sig_len}:
+        raise ECGInputError(header_path, f"header says {record.sig_len} samples, signal files hold "
+                                         f"{sorted(lengths)}: truncated or mismatched signal file")
+    return record, np.stack(per_lead, axis=1), {"base_time": record_fields["base_time"],
+                                                "base_date": record_fields["base_date"]}
+
+
+def _as_text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
+              metadata: dict | None = None) -> ECGRecord:
+    """Reads one WFDB record (path without extension) into an ECGRecord in mV.
+
+    Samples are read as digital values, checked against the header (length and checksums, which
+    catch truncated or mismatched signal files), then converted with the header's gain and
+    baseline (invalid-sample codes become NaN) and scaled to mV from the header's units.
+    `patient_id` defaults to the record name. The record is validated (`validate_record`).
+    """
+    path = pathlib.Path(path)
+    header_path = path.with_suffix(".hea") if path.suffix != ".hea" else path
+    path = header_path.with_suffix("")
+    if not header_path.is_file():
+        raise ECGInputError(header_path, "missing WFDB header file")
+    try:
+        record, digital, start_time = _read_digital(path, header_path)
+    except ECGInputError:
+        raise
+    except Exception as error:  # wfdb raises many types; all mean "this file is unreadable".
+        raise ECGInputError(header_path, f"cannot read WFDB record ({type(error).__name__}: {error})") from None
+    if record.n_sig == 0 or digital is None or digital.size == 0:
+        raise ECGInputError(header_path, "record has no samples")
+    record.d_signal = digital
+    if record.checksum is not None and all(c is not None for c in record.checksum):
+        actual = record.calc_checksum()
+        wrong = [name for name, want, got in zip(record.sig_name, record.checksum, actual) if int(want) % 65536 != got]
+        if wrong:
+            raise ECGInputError(header_path, f"signal file does not match header checksum (leads {wrong}): "
+                                             "truncated or mismatched signal file")
+    signal = record.dac(return_res=32) * _units_to_mv(record.units or [""] * record.n_sig, header_path)
+    result = ECGRecord(
+        signal=np.ascontiguousarray(signal, np.float32),
+        fs=float(record.fs),
+        lead_names=tuple(record.sig_name),
+        record_id=record.record_name,
+        patient_id=str(patient_id) if patient_id is not None else record.record_name,
+        source=source,
+        metadata={"comments": list(record.comments or []),
+                  **start_time,
+                  **(metadata or {})},
+        path=str(header_path),
+    )
+    return validate_record(result)
+
+
+# --------------------------------------------------------------------------------------------
+# PTB-XL
+# --------------------------------------------------------------------------------------------
+
+def _ptbxl_default_filename(ecg_id: int, sampling_rate: int) -> str:
+    """The official PTB-XL path of a record (used where the table lacks that filename column)."""
+    suffix = "lr" if sampling_rate == 100 else "hr"
+    return f"records{sampling_rate}/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_{suffix}"
+
+
+def load_ptbxl_table(root, sampling_rate: int = 100) -> pd.DataFrame:
+    """One row per PTB-XL record with parsed labels.
+
+    Columns: ecg_id, patient_id (str of the integer), age, sex (0 male, 1 female), strat_fold,
+    filename (filename_lr or filename_hr for `sampling_rate` 100/500, relative to `root`),
+    scp_codes (dict), superclasses / subclasses (sorted lists from the `diagnostic == 1` rows of
+    scp_statements.csv, as in the official example code), and one bool column per superclass
+    (NORM, MI, STTC, CD, HYP) and per statement in PTBXL_EXTRA_BINARY (AFIB).
+    """
+    root = pathlib.Path(root)
+    database_path, statements_path = root / "ptbxl_database.csv", root / "scp_statements.csv"
+    for required in (database_path, statements_path):
+        if not required.is_file():
+            raise ECGInputError(required, "missing PTB-XL table")
+    if sampling_rate not in (100, 500):
+        raise ECGInputError(root, f"PTB-XL sampling_rate must be 100 or 500, not {sampling_rate}")
+    table = pd.read_csv(database_path)
+    missing = {"ecg_id", "patient_id", "scp_codes"} - set(table.columns)
+    if missing:
+        raise ECGInputError(database_path, f"missing columns {sorted(missing)}")
+    statements = pd.read_csv(statements_path, index_col=0)
+    diagnostic = statements[statements["diagnostic"] == 1]
+    to_class = diagnostic["diagnostic_class"].dropna().to_dict()
+    to_subclass = diagnostic["diagnostic_subclass"].dropna().to_dict()
+
+    table["ecg_id"] = table["ecg_id"].astype(int)
+    table["patient_id"] = table["patient_id"].map(lambda p: str(int(p)) if pd.notna(p) else "")
+    table["scp_codes"] = table["scp_codes"].map(ast.literal_eval)
+    table["superclasses"] = table["scp_codes"].map(lambda codes: sorted({to_class[c] for c in codes if c in to_class}))
+    table["subclasses"] = table["scp_codes"].map(
+        lambda codes: sorted({to_subclass[c] for c in codes if c in to_subclass}))
+    for name in PTBXL_SUPERCLASSES:
+        table[name] = table["superclasses"].map(lambda classes, name=name: name in classes)
+    for name in PTBXL_EXTRA_BINARY:
+        table[name] = table["scp_codes"].map(lambda codes, name=name: name in codes)
+
+    column = "filename_lr" if sampling_rate == 100 else "filename_hr"
+    if column in table.columns:
+        table["filename"] = table[column]
+    else:  # e.g. the shared copy has no filename_hr: the official layout gives the path.
+        table["filename"] = [_ptbxl_default_filename(i, sampling_rate) for i in table["ecg_id"]]
+    return table.reset_index(drop=True)
+
+
+def ptbxl_metadata(row) -> dict:
+    """The metadata dict an ECGRecord carries for one row of `load_ptbxl_table`."""
+    keys = ("ecg_id", "age", "sex", "strat_fold", "scp_codes", "superclasses", "subclasses",
+            *PTBXL_SUPERCLASSES, *PTBXL_EXTRA_BINARY)
+    return {key: (row[key].item() if hasattr(row[key], "item") else row[key]) for key in keys if key in row}
+
+
+def read_ptbxl(root, *, sampling_rate: int = 100, ecg_ids: Iterable[int] | None = None,
+               table: pd.DataFrame | None = None) -> Iterator[ECGRecord]:
+    """Yields PTB-XL records (in table order) with their labels in `metadata`.
+
+    `ecg_ids` restricts to those records; `table` reuses a `load_ptbxl_table` result.
+    record_id is the ecg_id as a string, patient_id the PTB-XL patient id as a string.
+    """
+    root = pathlib.Path(root)
+    table = load_ptbxl_table(root, sampling_rate) if table is None else table
+    if ecg_ids is not None:
+        table = table[table["ecg_id"].isin(set(int(i) for i in ecg_ids))]
+    for row in table.to_dict("records"):
+        record = read_wfdb(root / row["filename"], patient_id=row["patient_id"], source="ptbxl",
+                           metadata=ptbxl_metadata(row))
+        record.record_id = str(row["ecg_id"])
+        yield record
+
+
+# --------------------------------------------------------------------------------------------
+# CODE-15%
+# --------------------------------------------------------------------------------------------
+
+def _part_number(path: pathlib.Path) -> int:
+    match = re.search(r"(\d+)", path.stem)
+    return int(match.group(1)) if match else -1
+
+
+def strip_zero_padding(signal: np.ndarray) -> np.ndarray:
+    """Drops the all-zero rows at both ends of [time, leads] (CODE-15% centres short exams in zeros)."""
+    active = np.flatnonzero(np.any(signal != 0, axis=1))
+    if active.size == 0:
+        return signal[:0]
+    return signal[active[0]:active[-1] + 1]
+
+
+def read_code15(root, *, scale_to_mv: float = 1.0, exam_ids: Iterable[int] | None = None,
+                block_rows: int = 64) -> Iterator[ECGRecord]:
+    """Yields CODE-15% exams from `exams.csv` and `exams_part*.hdf5` in `root`.
+
+    Each HDF5 file holds `tracings` [N, 4096, 12] float32 (400 Hz, leads I, II, III, aVR, aVL,
+    aVF, V1-V6, shorter exams centred in zeros) and `exam_id` [N]. Tracings are read
+    `block_rows` exams at a time, never a whole file; zero padding is stripped at both ends.
+
+    Units: the authors' README says "scale 1e-4V ... multiplied by 1000 to obtain V", which
+    contradicts itself; the PhysioNet Challenge 2025 conversion of CODE-15% (prepare_code15_data.py)
+    treats the values as mV (gain 1000/mV), so `scale_to_mv` defaults to 1.0. Pass 0.1 to read
+    them as 1e-4 V units.
+
+    Rows with exam_id 0 (padding rows at the end of a file) are skipped; exams missing from
+    exams.csv are skipped with a warning (no patient id, so they cannot be split by patient).
+    An all-zero tracing is yielded empty, for `validate_record` to reject.
+    """
+    import h5py  # only this reader needs it
+
+    root = pathlib.Path(root)
+    exams_path = root / "exams.csv"
+    if not exams_path.is_file():
+        raise ECGInputError(exams_path, "missing CODE-15% exams table")
+    exams = pd.read_csv(exams_path).set_index("exam_id", drop=False)
+    parts = sorted(root.glob("exams_part*.hdf5"), key=_part_number)
+    if not parts:
+        raise ECGInputError(root, "no exams_part*.hdf5 files")
+    wanted = None if exam_ids is None else set(int(i) for i in exam_ids)
+    for part in parts:
+        try:
+            file = h5py.File(part, "r")
+        except OSError as error:
+            raise ECGInputError(part, f"cannot open HDF5 file ({error})") from None
+        with file:
+            if "tracings" not in file or "exam_id" not in file:
+                raise ECGInputError(part, "expected datasets 'tracings' and 'exam_id'")
+            tracings, ids = file["tracings"], np.asarray(file["exam_id"][:]).astype(np.int64)
+            if tracings.ndim != 3 or tracings.shape[0] != ids.shape[0] or tracings.shape[2] != len(CODE15_LEADS):
+                raise ECGInputError(part, f"tracings shape {tracings.shape} does not match "
+                                          f"{ids.shape[0]} exam ids x {len(CODE15_LEADS)} leads")
+            keep = ids != 0
+            if wanted is not None:
+                keep &= np.isin(ids, list(wanted))
+            rows = np.flatnonzero(keep)
+            for block_start in range(0, rows.size, block_rows):
+                block = rows[block_start:block_start + block_rows]
+                # One contiguous slice per block (h5py reads contiguous ranges fastest).
+                data = tracings[block[0]:block[-1] + 1]
+                for row in block:
+                    exam_id = int(ids[row])
+                    if exam_id not in exams.index:
+                        warnings.warn(f"{part}: exam {exam_id} is not in exams.csv; skipped")
+                        continue
+                    yield _code15_record(data[row - block[0]], exams.loc[exam_id], part, scale_to_mv)
+
+
+def _code15_record(tracing: np.ndarray, exam: pd.Series, part: pathlib.Path, scale_to_mv: float) -> ECGRecord:
+    exam = exam.iloc[0] if isinstance(exam, pd.DataFrame) else exam  # tolerate duplicated exam ids
+    signal = strip_zero_padding(np.asarray(tracing, np.float32)) * np.float32(scale_to_mv)
+    metadata = {key: (exam[key].item() if hasattr(exam[key], "item") else exam[key])
+                for key in exam.index if key not in ("patient_id",)}
+    if "is_male" in exam.index:
+        metadata["sex"] = 0 if bool(exam["is_male"]) else 1  # PTB-XL coding: 0 male, 1 female
+    return ECGRecord(
+        signal=np.ascontiguousarray(signal),
+        fs=CODE15_FS_HZ,
+        lead_names=CODE15_LEADS,
+        record_id=str(int(exam["exam_id"])),
+        patient_id=str(int(exam["patient_id"])),
+        source="code15",
+        metadata=metadata,
+        path=f"{part}:{int(exam['exam_id'])}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Annotations of long recordings
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Annotations:
+    """Reference annotations of one long recording.
+
+    Attributes:
+      fs: sampling rate in Hz of the sample positions.
+      num_samples: length of the annotated record in samples.
+      beat_samples: [beats] int64 sample positions of beat (QRS) annotations.
+      beat_symbols: [beats] str symbols (N, V, A, L, ...), wfdb's beat codes only.
+      rhythms: (start_sample, end_sample, label) intervals, end exclusive, labels like 'AFIB', 'N';
+        the last interval ends at `num_samples`.
+    """
+
+    fs: float
+    num_samples: int
+    beat_samples: np.ndarray
+    beat_symbols: np.ndarray
+    rhythms: list[tuple[int, int, str]]
+
+
+def read_annotations(path, extension: str = "atr") -> Annotations:
+    """Reads WFDB annotations (path without extension) of a record with its header next to it."""
+    path = pathlib.Path(path)
+    annotation_path = path.with_suffix(f".{extension}")
+    if not annotation_path.is_file():
+        raise ECGInputError(annotation_path, "missing annotation file")
+    try:
+        header = wfdb.rdheader(str(path))
+        annotation = wfdb.rdann(str(path), extension)
+    except Exception as error:
+        raise ECGInputError(annotation_path, f"cannot read annotations ({type(error).__name__}: {error})") from None
+    fs = float(annotation.fs or header.fs)
+    samples = np.asarray(annotation.sample, np.int64)
+    symbols = np.asarray(annotation.symbol, dtype=object)
+    is_beat = np.fromiter((s in _BEAT_SYMBOLS for s in symbols), bool, count=len(symbols))
+
+    aux = annotation.aux_note or [""] * len(symbols)
+    changes = [(int(s), note.replace("\x00", "").strip().lstrip("(").strip())
+               for s, sym, note in zip(samples, symbols, aux) if sym == "+" and note.strip("\x00 ")]
+    num_samples = int(header.sig_len)
+    rhythms = [(start, end, label) for (start, label), end in
+               zip(changes, [s for s, _ in changes[1:]] + [num_samples]) if end > start]
+    return Annotations(fs=fs, num_samples=num_samples, beat_samples=samples[is_beat],
+                       beat_symbols=symbols[is_beat].astype(str), rhythms=rhythms)
+
+
+def rhythm_at(annotations: Annotations, samples) -> np.ndarray:
+    """The rhythm label at each sample position ([n] ints -> [n] str; '' before the first label)."""
+    samples = np.asarray(samples, np.int64)
+    if not annotations.rhythms:
+        return np.full(samples.shape, "", dtype=object)
+    starts = np.asarray([start for start, _, _ in annotations.rhythms], np.int64)
+    ends = np.asarray([end for _, end, _ in annotations.rhythms], np.int64)
+    labels = np.asarray([label for _, _, label in annotations.rhythms] + [""], dtype=object)
+    index = np.searchsorted(starts, samples, side="right") - 1
+    inside = (index >= 0) & (samples < ends[np.clip(index, 0, None)])
+    return labels[np.where(inside, index, -1)]

@@ -1,0 +1,75 @@
+"""Generators of small fixtures in the native layouts of real corpora (for tests of any module)."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pandas as pd
+import wfdb
+
+TWELVE_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def ecg_like(num_samples: int, fs: float, num_leads: int, seed: int = 0) -> np.ndarray:
+    """[time, leads] float64 mV: a 72 bpm spiky beat train plus a little noise, different per lead."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / fs
+    phase = (t * 1.2) % 1.0
+    beat = np.exp(-((phase - 0.3) / 0.012) ** 2) + 0.2 * np.exp(-((phase - 0.6) / 0.05) ** 2)
+    gains = rng.uniform(0.5, 1.5, num_leads) * rng.choice([-1, 1], num_leads)
+    return beat[:, None] * gains[None, :] + 0.01 * rng.standard_normal((num_samples, num_leads))
+
+
+def write_wfdb_fixture(directory, name: str = "rec", *, signal_mv: np.ndarray | None = None, fs: float = 100.0,
+                       lead_names=TWELVE_LEADS, fmt: str = "16", units: str = "mV",
+                       seconds: float = 10.0, seed: int = 0) -> pathlib.Path:
+    """Writes a WFDB record with wfdb.wrsamp; returns its path without extension.
+
+    `signal_mv` [time, leads] (default `ecg_like`) is written in `units` ('mV' or 'uV').
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if signal_mv is None:
+        signal_mv = ecg_like(int(seconds * fs), fs, len(lead_names), seed)
+    physical = np.asarray(signal_mv, np.float64) * (1000.0 if units == "uV" else 1.0)
+    wfdb.wrsamp(name, fs=fs, units=[units] * len(lead_names), sig_name=list(lead_names), p_signal=physical,
+                fmt=[fmt] * len(lead_names), write_dir=str(directory))
+    return directory / name
+
+
+def write_code15_fixture(directory, exams_per_part=(3, 2), *, active_samples=(4000, 2800),
+                         padding_rows: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Writes CODE-15% in its documented layout: exams.csv plus exams_part{i}.hdf5.
+
+    Each part holds `tracings` [N, 4096, 12] float32 (400 Hz, values as mV) with exams of
+    `active_samples` length centred in zeros, `exam_id` [N], and `padding_rows` all-zero rows of
+    exam_id 0 at the end (as in the released files). Returns the exams table written, plus a column
+    `num_samples` with each exam's unpadded length.
+    """
+    import h5py
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, exam_id = [], 1000
+    for part, count in enumerate(exams_per_part):
+        tracings = np.zeros((count + padding_rows, 4096, 12), np.float32)
+        ids = np.zeros(count + padding_rows, np.int64)
+        for i in range(count):
+            length = active_samples[(exam_id + i) % len(active_samples)]
+            start = (4096 - length) // 2
+            tracings[i, start:start + length] = ecg_like(length, 400.0, 12, seed + exam_id)
+            ids[i] = exam_id
+            rows.append({"exam_id": exam_id, "age": int(rng.integers(20, 90)), "is_male": bool(rng.integers(2)),
+                         "nn_predicted_age": float(rng.uniform(20, 90)),
+                         **{label: bool(rng.integers(2)) for label in ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF")},
+                         "patient_id": 500 + exam_id // 2, "death": False, "timey": 3.5,
+                         "normal_ecg": bool(rng.integers(2)), "trace_file": f"exams_part{part}.hdf5",
+                         "num_samples": length})
+            exam_id += 1
+        with h5py.File(directory / f"exams_part{part}.hdf5", "w") as file:
+            file.create_dataset("tracings", data=tracings, chunks=(1, 4096, 12))
+            file.create_dataset("exam_id", data=ids)
+    table = pd.DataFrame(rows)
+    table.drop(columns="num_samples").to_csv(directory / "exams.csv", index=False)
+    return table

@@ -1,0 +1,146 @@
+"""Each preprocessing step on signals with known content, then the composed record pipeline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgjax.data import preprocess, readers
+from ecgjax.data.errors import ECGInputError
+from ecgjax.data.leads import CANONICAL_LEADS
+from ecgjax.data.record import ECGRecord
+from fixtures import ecg_like
+
+
+def sine(freq_hz, fs, seconds, amplitude=1.0, leads=1):
+    t = np.arange(int(fs * seconds)) / fs
+    return np.repeat((amplitude * np.sin(2 * np.pi * freq_hz * t))[:, None], leads, axis=1).astype(np.float32)
+
+
+def dominant_frequency(x, fs):
+    spectrum = np.abs(np.fft.rfft(x - x.mean()))
+    return np.fft.rfftfreq(len(x), 1 / fs)[np.argmax(spectrum)]
+
+
+@pytest.mark.parametrize("fs_in,fs_out", [(100, 250), (360, 250), (400, 250), (500, 250)])
+def test_resample_keeps_a_5hz_sine(fs_in, fs_out):
+    out = preprocess.resample(sine(5.0, fs_in, 10.0, amplitude=1.5, leads=3), fs_in, fs_out)
+    assert out.shape == (int(10 * fs_out), 3) and out.dtype == np.float32
+    assert dominant_frequency(out[:, 0], fs_out) == pytest.approx(5.0, abs=0.1)
+    middle = out[fs_out:-fs_out]  # away from the edges
+    assert np.abs(middle).max() == pytest.approx(1.5, rel=0.02)
+    np.testing.assert_allclose(middle, sine(5.0, fs_out, 10.0, 1.5, 3)[fs_out:-fs_out], atol=0.03)
+
+
+def test_resample_suppresses_content_above_the_new_nyquist():
+    # 150 Hz at 500 Hz would alias to 100 Hz at 250 Hz without the anti-aliasing filter.
+    out = preprocess.resample(sine(150.0, 500, 4.0), 500, 250)
+    assert np.abs(out[250:-250]).max() < 0.01
+
+
+def test_resample_identity_and_irrational_ratio():
+    x = sine(5.0, 250, 2.0)
+    np.testing.assert_array_equal(preprocess.resample(x, 250, 250), x)
+    assert preprocess.resample(x, 250, 257.3).shape[0] == pytest.approx(2 * 257.3, abs=2)
+
+
+def test_bandpass_keeps_the_band_and_removes_drift_and_mains():
+    fs = 500
+    clean = sine(10.0, fs, 10.0)
+    noisy = clean + sine(0.1, fs, 10.0, 2.0) + sine(100.0, fs, 10.0, 0.5)
+    out = preprocess.bandpass(noisy, fs, 0.5, 40.0)
+    assert out.shape == noisy.shape and out.dtype == np.float32
+    edge = fs  # away from the edge transients
+    np.testing.assert_allclose(out[edge:-edge], clean[edge:-edge], atol=0.05)
+    assert np.abs(preprocess.bandpass(sine(100.0, fs, 10.0), fs, 0.5, 40.0)[edge:-edge]).max() < 0.01
+    # high above Nyquist degrades to a high-pass rather than failing
+    assert np.isfinite(preprocess.bandpass(noisy[:, :1], 60.0, 0.5, 40.0)).all()
+
+
+def test_out_of_range_rule():
+    x = np.zeros((100, 2), np.float32)
+    x[10, 0], x[20, 1], x[30, 1] = 61.0, -75.0, 59.0
+    mask = preprocess.out_of_range_mask(x)
+    assert mask.shape == (100, 2) and mask.sum() == 2 and mask[10, 0] and mask[20, 1]
+    zeroed, bad = preprocess.clip_out_of_range(x, mode="zero")
+    assert np.flatnonzero(bad).tolist() == [10, 20] and zeroed[10, 0] == 0 and zeroed[30, 1] == 59.0
+    flagged, _ = preprocess.clip_out_of_range(x, mode="flag")
+    assert flagged[10, 0] == 61.0
+    removed, _ = preprocess.clip_out_of_range(x, mode="remove")
+    assert removed.shape == (98, 2)
+    x[:60, 0] = 100.0  # mostly out of range
+    with pytest.raises(ECGInputError, match="rec.hea: 60% of samples beyond"):
+        preprocess.clip_out_of_range(x, source="rec.hea")
+
+
+def test_quality_score_ranks_noise_and_is_amplitude_invariant():
+    fs = 250
+    clean = ecg_like(2500, fs, 2, seed=0).astype(np.float32)
+    wander = clean + sine(0.3, fs, 10.0, 1.0, 2)
+    hiss = clean + sine(60.0, fs, 10.0, 0.5, 2)
+    scores = [preprocess.quality_score(w, fs) for w in (clean, wander, hiss)]
+    assert scores[0] < scores[1] and scores[0] < scores[2] and all(0 <= s <= 1 for s in scores)
+    assert preprocess.quality_score(5 * clean + 3.0, fs) == pytest.approx(scores[0], rel=1e-3)  # scale, offset
+    assert preprocess.quality_score(np.ones((2500, 2), np.float32), fs) == 1.0  # flat
+    batched = preprocess.quality_scores(np.stack([clean, wander, hiss]), fs)
+    np.testing.assert_allclose(batched, scores, rtol=1e-5)
+
+
+def test_fixed_windows():
+    assert preprocess.fixed_windows(2500, 250).tolist() == [0]
+    assert preprocess.fixed_windows(7499, 250).tolist() == [0, 2500]
+    assert preprocess.fixed_windows(7500, 250, window_s=10, stride_s=5).tolist() == [0, 1250, 2500, 3750, 5000]
+    assert preprocess.fixed_windows(np.zeros((2000, 12)), 250).size == 0  # too short; accepts a signal
+
+
+def test_least_noisy_windows_picks_the_clean_window_of_each_block():
+    fs, window_s, block_s = 100, 10, 60
+    rng = np.random.default_rng(0)
+    signal = ecg_like(3 * block_s * fs + 25 * fs, fs, 2).astype(np.float32)  # 3 whole blocks + a partial one
+    signal += rng.standard_normal(signal.shape).astype(np.float32) * 0.5  # broadband noise everywhere
+    clean_windows = [2, 7, 15, 18]  # window index (10 s each) that is left clean, one per block
+    for w in clean_windows:
+        signal[w * window_s * fs:(w + 1) * window_s * fs] = ecg_like(window_s * fs, fs, 2, seed=w)
+    starts = preprocess.least_noisy_windows(signal, fs, window_s, block_s)
+    assert starts == [w * window_s * fs for w in clean_windows]
+    valid = np.ones(len(signal), bool)
+    valid[7 * window_s * fs + 5] = False  # e.g. one sample beyond ±60 mV
+    chosen = preprocess.least_noisy_windows(signal, fs, window_s, block_s, valid=valid)
+    assert chosen[0] == starts[0] and chosen[1] != starts[1] and 6000 <= chosen[1] < 12000
+    assert preprocess.least_noisy_windows(signal[:500], fs, window_s, block_s) == []
+
+
+def _record(signal, fs=100.0, leads=CANONICAL_LEADS):
+    return ECGRecord(signal=np.asarray(signal, np.float32), fs=fs, lead_names=tuple(leads), record_id="r",
+                     patient_id="p", source="test", path="mem/r.hea")
+
+
+def test_preprocess_record_on_real_ptbxl(ptbxl_dir):
+    (record,) = readers.read_ptbxl(ptbxl_dir, ecg_ids=[1])
+    signal, mask = preprocess.preprocess_record(record)
+    assert signal.shape == (2500, 12) and signal.dtype == np.float32 and mask.all()
+    assert preprocess.resample(record.signal, 100, 250)[:, 1] == pytest.approx(signal[:, 1])
+    record.signal = record.signal + 2.0  # a baseline offset, which the band-pass removes
+    filtered, _ = preprocess.preprocess_record(record, bandpass=(0.5, 40.0))
+    assert filtered.shape == (2500, 12) and np.abs(np.median(filtered, axis=0)).max() < 0.1
+
+
+def test_preprocess_record_places_a_partial_lead_set_and_masks_the_rest():
+    leads = ("MLII", "V5")
+    signal, mask = preprocess.preprocess_record(_record(ecg_like(3600, 360.0, 2), fs=360.0, leads=leads))
+    assert signal.shape == (2500, 12)
+    assert [CANONICAL_LEADS[i] for i in np.flatnonzero(mask)] == ["II", "V5"]
+    assert not signal[:, ~mask].any()
+
+
+def test_preprocess_record_applies_the_60mv_rule_and_rejects_bad_records():
+    x = ecg_like(1000, 100.0, 12)
+    x[500, 3] = 80.0
+    signal, _ = preprocess.preprocess_record(_record(x))
+    assert np.abs(signal).max() < 5  # the spike was zeroed before resampling
+    x[:700, 0] = -90.0
+    with pytest.raises(ECGInputError, match="mem/r.hea: .*beyond"):
+        preprocess.preprocess_record(_record(x))
+    x = ecg_like(1000, 100.0, 12)
+    x[3, 4] = np.nan
+    with pytest.raises(ECGInputError, match="NaN"):
+        preprocess.preprocess_record(_record(x))
