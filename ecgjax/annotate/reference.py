@@ -1,0 +1,127 @@
+"""Reference tracks from expert annotations (MIT-BIH .atr), to evaluate annotation and QRS detection.
+
+MIT-BIH marks each beat with a symbol at its R peak and each rhythm change with a '+' annotation
+whose aux_note names the rhythm that starts there ('(AFIB', '(N', '(B', ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import wfdb
+from wfdb import processing
+
+from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
+from ecgjax.annotate.windows import window_length, window_starts
+from ecgjax.data.errors import ECGInputError
+
+# PhysioNet beat annotation codes (https://archive.physionet.org/physiobank/annotations.shtml);
+# the other symbols ('+', '~', '|', '"', ...) mark rhythm, quality or comments, not beats.
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+AF_LABELS = ("AFIB",)
+
+
+@dataclasses.dataclass
+class ReferenceAnnotations:
+    """Beats and rhythm episodes of one record.
+
+    beat_samples: [num_beats] int64 R-peak positions.
+    rhythms: list of (start_sample, end_sample, label), label without '(' e.g. 'AFIB', 'N'.
+    fs: sampling rate; num_samples: record length.
+    """
+
+    beat_samples: np.ndarray
+    rhythms: list[tuple[int, int, str]]
+    fs: float
+    num_samples: int
+
+
+def read_reference(record_path: str, extension: str = "atr") -> ReferenceAnnotations:
+    """Reads the beat and rhythm annotations of a WFDB record (path without extension)."""
+    try:
+        header = wfdb.rdheader(record_path)
+        ann = wfdb.rdann(record_path, extension)
+    except (OSError, ValueError) as error:
+        raise ECGInputError(f"{record_path}.{extension}", f"cannot read annotations: {error}") from error
+    symbols = np.asarray(ann.symbol)
+    samples = np.asarray(ann.sample, np.int64)
+    beats = samples[np.isin(symbols, list(BEAT_SYMBOLS))]
+    changes = [(int(s), (note or "").strip("\x00 ").lstrip("("))
+               for s, sym, note in zip(samples, symbols, ann.aux_note) if sym == "+" and (note or "").strip("\x00 ")]
+    num_samples = int(header.sig_len)
+    rhythms = [(start, changes[i + 1][0] if i + 1 < len(changes) else num_samples, label)
+               for i, (start, label) in enumerate(changes)]
+    return ReferenceAnnotations(beats, rhythms, float(header.fs), num_samples)
+
+
+def rhythm_fraction(rhythms, labels, starts: np.ndarray, length: int) -> np.ndarray:
+    """[num_windows] fraction of each window covered by any rhythm in `labels`."""
+    starts = np.asarray(starts, np.int64)
+    covered = np.zeros(starts.shape, np.int64)
+    for begin, end, label in rhythms:
+        if label in labels:
+            covered += np.clip(np.minimum(end, starts + length) - np.maximum(begin, starts), 0, None)
+    return covered / float(length)
+
+
+def reference_af_label(rhythms, starts: np.ndarray, length: int, *, min_fraction: float = 0.5,
+                       labels=AF_LABELS) -> np.ndarray:
+    """[num_windows] int 1 where AF covers more than `min_fraction` of the window.
+
+    min_fraction=0.5: AF is the majority rhythm; min_fraction=0: any AF in the window.
+    """
+    return (rhythm_fraction(rhythms, labels, starts, length) > min_fraction).astype(np.int64)
+
+
+def reference_tracks(record_path: str, window_s: float, stride_s: float, *, min_af_fraction: float = 0.5,
+                     af_labels=AF_LABELS) -> dict[str, np.ndarray]:
+    """Per-window reference tracks on the same window grid as `annotate_recording`.
+
+    Returns dict of [num_windows]: 'start_s', 'end_s', 'af' (0/1), 'af_fraction', 'hr_bpm' (from the
+    reference beats, NaN with fewer than 2 beats).
+    """
+    ref = read_reference(record_path)
+    length = window_length(ref.fs, window_s)
+    starts = window_starts(ref.num_samples, ref.fs, window_s, stride_s)
+    fraction = rhythm_fraction(ref.rhythms, af_labels, starts, length)
+    return {
+        "start_s": starts / ref.fs,
+        "end_s": (starts + length) / ref.fs,
+        "af": (fraction > min_af_fraction).astype(np.int64),
+        "af_fraction": fraction,
+        "hr_bpm": heart_rate_from_beats(ref.beat_samples, ref.fs, starts, length),
+    }
+
+
+def qrs_detection_scores(record_path: str, *, lead: int = 0, tolerance_s: float = 0.15,
+                         window_s: float = 10.0, method: str = "xqrs") -> dict[str, float]:
+    """Scores `detect_qrs` against the reference beats of one record.
+
+    A detection within `tolerance_s` of a reference beat is a match (wfdb.processing.compare_annotations).
+    Returns sensitivity, PPV, the mean absolute error of the heart rate per non-overlapping
+    `window_s` window (detected vs reference beats; windows where either is unknown are skipped),
+    beat counts and the detector's run time.
+    """
+    ref = read_reference(record_path)
+    signal = wfdb.rdrecord(record_path, channels=[lead]).p_signal[:, 0]
+    began = time.perf_counter()
+    detected = detect_qrs(signal, ref.fs, method=method)
+    seconds = time.perf_counter() - began
+    comparison = processing.compare_annotations(ref.beat_samples, detected, int(round(tolerance_s * ref.fs)))
+    length = window_length(ref.fs, window_s)
+    starts = window_starts(ref.num_samples, ref.fs, window_s, window_s, include_tail=False)
+    hr_detected = heart_rate_from_beats(detected, ref.fs, starts, length)
+    hr_reference = heart_rate_from_beats(ref.beat_samples, ref.fs, starts, length)
+    both = np.isfinite(hr_detected) & np.isfinite(hr_reference)
+    return {
+        "record": os.path.basename(record_path),
+        "sensitivity": float(comparison.sensitivity),
+        "ppv": float(comparison.positive_predictivity),
+        "hr_mae_bpm": float(np.mean(np.abs(hr_detected[both] - hr_reference[both]))) if both.any() else float("nan"),
+        "num_reference": int(ref.beat_samples.size),
+        "num_detected": int(detected.size),
+        "detector_s": seconds,
+        "signal_s": ref.num_samples / ref.fs,
+    }

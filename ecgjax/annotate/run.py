@@ -1,0 +1,201 @@
+"""Windowed inference over long recordings: any `predict_fn`, any lead set, any sampling rate.
+
+`annotate_recording` judges window quality on the recording as it came (NaN gaps and clipping
+are only visible there), then resamples to the model's rate, maps the leads onto the model's
+leads, cuts the same windows in time, runs `predict_fn` in fixed-size batches (the last one
+padded, so a jitted function compiles once) and writes NaN where a window was invalid.
+"""
+from __future__ import annotations
+
+import fractions
+import glob
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+import scipy.signal
+import wfdb
+
+from ecgjax.annotate import outputs
+from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
+from ecgjax.annotate.windows import extract_windows, window_length, window_quality, window_starts
+from ecgjax.data.errors import ECGInputError
+from ecgjax.data.leads import canonical_lead_name
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[np.ndarray], dict]
+
+
+def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """[time, leads] -> [time * fs_out / fs_in, leads] float32, polyphase (scipy.signal.resample_poly)."""
+    if fs_in == fs_out:
+        return np.asarray(signal, np.float32)
+    ratio = fractions.Fraction(fs_out / fs_in).limit_denominator(1000)
+    return scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+
+
+def _canonical_or_raw(name: str) -> str:
+    try:
+        return canonical_lead_name(name)
+    except ECGInputError:
+        return name.strip()
+
+
+def map_leads(lead_names, model_leads, *, lead=None, source: str = "<recording>") -> np.ndarray:
+    """Which recording column feeds each model lead: [num_model_leads] int, -1 where absent.
+
+    Names are compared in canonical spelling (MLII is II). A single-lead model can be applied
+    to any lead by naming it (or its column index) in `lead`. Raises ECGInputError when no model
+    lead is present, since every window would be zeros.
+    """
+    names = [_canonical_or_raw(n) for n in lead_names]
+    if lead is not None:
+        if len(model_leads) != 1:
+            raise ValueError(f"`lead` selects the input of a single-lead model; this model has {len(model_leads)} leads")
+        if isinstance(lead, (int, np.integer)):
+            if not -len(names) <= lead < len(names):
+                raise ECGInputError(source, f"lead index {lead} out of range for {len(names)} leads")
+            return np.array([lead % len(names)])
+        if _canonical_or_raw(lead) not in names:
+            raise ECGInputError(source, f"lead {lead!r} not in recording leads {list(lead_names)}")
+        return np.array([names.index(_canonical_or_raw(lead))])
+    columns = np.array([names.index(m) if m in names else -1 for m in map(_canonical_or_raw, model_leads)])
+    if (columns < 0).all():
+        raise ECGInputError(source, f"none of the model's leads {list(model_leads)} is in the recording "
+                                    f"{list(lead_names)}; pass lead= to choose one for a single-lead model")
+    return columns
+
+
+def _predict_batches(signal: np.ndarray, starts: np.ndarray, length: int, predict_fn: PredictFn,
+                     batch_size: int) -> dict[str, np.ndarray]:
+    """Runs predict_fn over windows [batch_size, length, leads], padding the last batch with zeros."""
+    chunks: dict[str, list] = {}
+    for first in range(0, starts.size, batch_size):
+        batch = extract_windows(signal, starts[first:first + batch_size], length)
+        count = batch.shape[0]
+        if count < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
+        for key, value in predict_fn(batch).items():
+            chunks.setdefault(key, []).append(np.asarray(value)[:count])
+    return {key: np.concatenate(parts) for key, parts in chunks.items()}
+
+
+def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: PredictFn, *, model_fs: float,
+                       model_leads, window_s: float, stride_s: float, batch_size: int = 64, lead=None,
+                       qrs_heart_rate: bool = True, source: str = "<recording>") -> dict[str, np.ndarray]:
+    """Per-window tracks of a model's outputs over a recording of any length.
+
+    Args:
+      signal: [time, leads] mV at `fs`, NaN where samples are missing.
+      lead_names: one per column of `signal`.
+      predict_fn: windows [batch_size, window_s * model_fs, len(model_leads)] float32 ->
+        dict of arrays [batch_size, ...]; absent leads arrive as zeros.
+      model_fs, model_leads: the sampling rate and lead names the model was trained on.
+      window_s, stride_s: window length and hop in seconds; a last window is aligned to the end.
+      lead: for a single-lead model, the recording lead (name or column) to feed it.
+      qrs_heart_rate: add 'qrs_hr_bpm', the heart rate from QRS detection on the first model lead
+        (a reference track that needs no model).
+    Returns:
+      dict of [num_windows, ...] arrays: 'start_s', 'end_s', 'valid', 'gap', 'flat', 'saturated',
+      every predict_fn output as float64 (NaN on invalid windows), and optionally 'qrs_hr_bpm'.
+    """
+    signal = np.asarray(signal, np.float32)
+    if signal.ndim != 2 or signal.shape[1] != len(lead_names):
+        raise ECGInputError(source, f"signal shape {signal.shape} does not match {len(lead_names)} lead names")
+    if not (np.isfinite(fs) and fs > 0):
+        raise ECGInputError(source, f"sampling rate {fs} Hz is not positive")
+    columns = map_leads(lead_names, model_leads, lead=lead, source=source)
+    present = columns >= 0
+    mapped = np.zeros((signal.shape[0], columns.size), np.float32)
+    mapped[:, present] = signal[:, columns[present]]
+
+    length = window_length(fs, window_s)
+    starts = window_starts(signal.shape[0], fs, window_s, stride_s)
+    if starts.size == 0:
+        raise ECGInputError(source, f"recording of {signal.shape[0] / fs:.1f} s is shorter than one {window_s} s window")
+    quality = {key: np.concatenate(parts) for key, parts in _batched_quality(mapped, starts, length, fs, present).items()}
+
+    # Missing samples become 0 mV before filtering, so NaN cannot smear into valid neighbours.
+    model_signal = resample(np.nan_to_num(mapped, nan=0.0), fs, model_fs)
+    model_length = window_length(model_fs, window_s)
+    if model_signal.shape[0] < model_length:
+        model_signal = np.pad(model_signal, ((0, model_length - model_signal.shape[0]), (0, 0)))
+    model_starts = np.clip(np.round(starts * (model_fs / fs)).astype(np.int64), 0, model_signal.shape[0] - model_length)
+    predictions = _predict_batches(model_signal, model_starts, model_length, predict_fn, batch_size)
+
+    tracks = {"start_s": starts / fs, "end_s": (starts + length) / fs, **quality}
+    valid = quality["valid"]
+    for key, values in predictions.items():
+        if key in tracks:
+            raise ValueError(f"predict_fn output {key!r} clashes with a track name")
+        values = values.astype(np.float64)
+        values[~valid] = np.nan
+        tracks[key] = values
+    if qrs_heart_rate:
+        beats = detect_qrs(mapped[:, np.flatnonzero(present)[0]], fs)
+        tracks["qrs_hr_bpm"] = np.where(valid, heart_rate_from_beats(beats, fs, starts, length), np.nan)
+    return tracks
+
+
+def _batched_quality(signal, starts, length, fs, present, windows_per_chunk: int = 256):
+    """window_quality over chunks of windows, so hour-long records need no window copy in memory."""
+    parts: dict[str, list] = {}
+    for first in range(0, starts.size, windows_per_chunk):
+        flags = window_quality(extract_windows(signal, starts[first:first + windows_per_chunk], length), fs,
+                               lead_mask=present)
+        for key, value in flags.items():
+            parts.setdefault(key, []).append(value)
+    return parts
+
+
+def record_paths(path: str) -> list[str]:
+    """WFDB records (paths without extension) at `path`: one record, or a folder (RECORDS file or *.hea)."""
+    if os.path.isdir(path):
+        listing = os.path.join(path, "RECORDS")
+        if os.path.isfile(listing):
+            with open(listing) as names:
+                return [os.path.join(path, line.strip()) for line in names if line.strip()]
+        return sorted(p[:-4] for p in glob.glob(os.path.join(path, "*.hea")))
+    stem = path[:-4] if path.endswith(".hea") else path
+    if not os.path.isfile(stem + ".hea"):
+        raise ECGInputError(path, "no WFDB header (.hea) here, and not a folder")
+    return [stem]
+
+
+def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs: float, model_leads,
+                  window_s: float, stride_s: float, batch_size: int = 64, lead=None, af_key: str | None = "af_prob",
+                  qrs_heart_rate: bool = True, plot: bool = True) -> dict[str, str]:
+    """Annotates one WFDB record or every record of a folder; writes per record into `output_dir`:
+    <name>.csv (tracks), <name>.ecgjax (WFDB annotations, `wfdb.rdann(output_dir/<name>, 'ecgjax')`)
+    and <name>.png (plot). Bad records are logged and skipped.
+
+    Returns {record name: 'ok' or the reason it was skipped}.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    status = {}
+    for record_path in record_paths(path):
+        name = os.path.basename(record_path)
+        try:
+            try:
+                record = wfdb.rdrecord(record_path)
+            except Exception as error:  # wfdb reports malformed files with anything from IndexError up
+                raise ECGInputError(record_path, f"cannot read record: {error}") from error
+            if record.p_signal is None or record.p_signal.ndim != 2:
+                raise ECGInputError(record_path, "record has no signal")
+            tracks = annotate_recording(record.p_signal, float(record.fs), record.sig_name, predict_fn,
+                                        model_fs=model_fs, model_leads=model_leads, window_s=window_s,
+                                        stride_s=stride_s, batch_size=batch_size, lead=lead,
+                                        qrs_heart_rate=qrs_heart_rate, source=record_path)
+            outputs.write_csv(tracks, os.path.join(output_dir, f"{name}.csv"))
+            outputs.write_wfdb_annotations(tracks, name, output_dir, float(record.fs), af_key=af_key)
+            if plot:
+                outputs.plot_tracks(tracks, record.p_signal, float(record.fs), os.path.join(output_dir, f"{name}.png"),
+                                    lead_names=record.sig_name, title=name)
+            status[name] = "ok"
+            log.info("%s: %d windows, %d invalid", name, tracks["valid"].size, int((~tracks["valid"]).sum()))
+        except ECGInputError as error:
+            log.warning("skipping %s", error)
+            status[name] = str(error)
+    return status

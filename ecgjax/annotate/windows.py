@@ -1,0 +1,97 @@
+"""Fixed windows over a recording of any length, and per-window quality flags.
+
+A window the quality flags reject (missing data, a flat lead, a saturated amplifier) gets NaN
+outputs downstream: a model's answer on such input is garbage that looks like a real answer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Kite et al. drop telemetry values beyond ±60 mV: no body surface ECG reaches that.
+MAX_ABS_MV = 60.0
+
+
+def window_length(fs: float, window_s: float) -> int:
+    """Samples in a window of `window_s` seconds at `fs` Hz."""
+    return int(round(window_s * fs))
+
+
+def window_starts(num_samples: int, fs: float, window_s: float, stride_s: float, *,
+                  include_tail: bool = True) -> np.ndarray:
+    """First sample of every window, [num_windows] int64.
+
+    Windows are `window_s` long and `stride_s` apart. When the regular grid leaves the end of the
+    recording uncovered and `include_tail` is set, one more window is added that ends exactly at
+    the last sample (so it overlaps its predecessor more than the stride says). A recording shorter
+    than one window has no windows.
+    """
+    length = window_length(fs, window_s)
+    stride = int(round(stride_s * fs))
+    if length < 1 or stride < 1:
+        raise ValueError(f"window {window_s} s / stride {stride_s} s is under one sample at {fs} Hz")
+    if num_samples < length:
+        return np.zeros(0, np.int64)
+    starts = np.arange(0, num_samples - length + 1, stride, dtype=np.int64)
+    if include_tail and starts[-1] + length < num_samples:
+        starts = np.append(starts, num_samples - length)
+    return starts
+
+
+def extract_windows(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Copies the windows out of a recording.
+
+    Args:
+      signal: [time, leads].
+      starts: [num_windows] first sample of each window; start + length <= time.
+      length: samples per window.
+    Returns:
+      [num_windows, length, leads], same dtype as `signal`.
+    """
+    signal = np.asarray(signal)
+    # A view of every possible window, [time - length + 1, leads, length]; indexing copies only ours.
+    view = np.lib.stride_tricks.sliding_window_view(signal, length, axis=0)
+    return np.ascontiguousarray(view[np.asarray(starts, np.int64)].transpose(0, 2, 1))
+
+
+def _has_run(mask: np.ndarray, run: int) -> np.ndarray:
+    """[N, L, C] bool -> [N, C] bool: somewhere `run` consecutive True samples along time."""
+    run = max(int(run), 1)
+    if mask.shape[1] < run:
+        return np.zeros((mask.shape[0], mask.shape[2]), bool)
+    counts = np.concatenate([np.zeros_like(mask[:, :1], np.int32), np.cumsum(mask, axis=1, dtype=np.int32)], axis=1)
+    return ((counts[:, run:] - counts[:, :-run]) == run).any(axis=1)
+
+
+def window_quality(windows: np.ndarray, fs: float, *, lead_mask=None, gap_min_s: float = 0.1,
+                   flat_std_mv: float = 0.01, saturation_min_s: float = 0.03,
+                   max_abs_mv: float = MAX_ABS_MV) -> dict[str, np.ndarray]:
+    """Flags windows that cannot be annotated.
+
+    Args:
+      windows: [num_windows, time, leads] in mV, NaN where samples are missing.
+      fs: sampling rate of `windows`.
+      lead_mask: [leads] bool, leads to judge (absent, zero-filled leads are ignored); default all.
+      gap_min_s: a run of exact zeros this long counts as missing data (dropped telemetry packets).
+      flat_std_mv: a lead whose standard deviation over the window is below this is flat (lead off).
+      saturation_min_s: a run this long stuck at the window's extreme value is a clipped amplifier
+        (an ADC at its limit is the extreme of its window, whatever the limits are; a real
+        R peak or T wave never holds the same value this long; at least 3 samples).
+      max_abs_mv: any sample beyond ± this is saturated / artefact (Kite et al.'s ±60 mV rule).
+    Returns:
+      dict of [num_windows] bool: 'gap', 'flat', 'saturated', and 'valid' (none of them).
+    """
+    windows = np.asarray(windows, np.float32)
+    if lead_mask is not None:
+        windows = windows[:, :, np.asarray(lead_mask, bool)]
+    if windows.shape[2] == 0:
+        raise ValueError("window_quality needs at least one lead to judge")
+    missing = np.isnan(windows)
+    filled = np.where(missing, np.float32(0), windows)
+    gap = missing.any(axis=(1, 2)) | _has_run(filled == 0, gap_min_s * fs).any(axis=1)
+    at_extreme = (filled == filled.max(axis=1, keepdims=True)) | (filled == filled.min(axis=1, keepdims=True))
+    lead_flat = filled.std(axis=1) < flat_std_mv
+    # A flat lead sits at its own extreme everywhere; it is already flagged as flat.
+    plateau = _has_run(at_extreme & ~missing, max(saturation_min_s * fs, 3)) & ~lead_flat
+    flat = lead_flat.any(axis=1)
+    saturated = (np.abs(filled) > max_abs_mv).any(axis=(1, 2)) | plateau.any(axis=1)
+    return {"gap": gap, "flat": flat, "saturated": saturated, "valid": ~(gap | flat | saturated)}

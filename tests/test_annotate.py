@@ -1,0 +1,277 @@
+"""Tests of ecgjax.annotate: windows, quality flags, QRS heart-rate labels, reference tracks,
+windowed inference and its CSV / WFDB / PNG outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.signal
+import wfdb
+
+from ecgjax.annotate import heart_rate, outputs, reference, run, windows
+from ecgjax.data.errors import ECGInputError
+
+FS = 360.0
+
+
+def synthetic_ecg(bpm=None, *, duration_s=60.0, fs=FS, leads=2, rr_s=None, seed=0):
+    """ECG-like spike train: narrow QRS (1.2 mV) + T wave + a little noise. Returns (signal [T, leads], beat times)."""
+    rng = np.random.default_rng(seed)
+    if rr_s is None:
+        rr_s = np.full(int(duration_s * bpm / 60) + 1, 60.0 / bpm)
+    beats = 0.3 + np.cumsum(np.concatenate([[0.0], rr_s]))
+    beats = beats[beats < duration_s - 0.3]
+    t = np.arange(int(duration_s * fs)) / fs
+    x = np.zeros_like(t)
+    for b in beats:
+        near = np.abs(t - b) < 0.6
+        x[near] += 1.2 * np.exp(-0.5 * ((t[near] - b) / 0.01) ** 2) + 0.25 * np.exp(-0.5 * ((t[near] - b - 0.22) / 0.04) ** 2)
+    signal = np.stack([x * (0.8 + 0.2 * k) for k in range(leads)], axis=1)
+    return (signal + rng.normal(0, 0.02, signal.shape)).astype(np.float32), beats
+
+
+def rr_predict_fn(batch):
+    """Deterministic stand-in for a model: heart rate and an 'AF probability' from RR irregularity."""
+    af, hr = [], []
+    for window in np.asarray(batch):
+        lead = window[:, np.argmax(window.std(axis=0))]
+        peaks, _ = scipy.signal.find_peaks(lead, height=0.5 * lead.max() if lead.max() > 0 else np.inf, distance=50)
+        rr = np.diff(peaks).astype(float)
+        af.append(np.clip(5 * rr.std() / rr.mean(), 0, 1) if rr.size > 1 else 0.0)
+        hr.append(60 * 250 / rr.mean() if rr.size else 0.0)       # windows arrive at the model's 250 Hz
+    return {"af_prob": np.array(af), "heart_rate": np.array(hr)}
+
+
+# --- windows -----------------------------------------------------------------------------------
+
+def test_window_starts_counts_positions_and_tail():
+    np.testing.assert_array_equal(windows.window_starts(1000, 100, 2.0, 1.0), np.arange(0, 801, 100))
+    np.testing.assert_array_equal(windows.window_starts(1050, 100, 2.0, 1.0), [*range(0, 801, 100), 850])
+    np.testing.assert_array_equal(windows.window_starts(1050, 100, 2.0, 1.0, include_tail=False), np.arange(0, 801, 100))
+    assert windows.window_starts(199, 100, 2.0, 1.0).size == 0
+    assert windows.window_starts(200, 100, 2.0, 5.0).tolist() == [0]
+
+
+def test_extract_windows_matches_slicing():
+    signal = np.arange(300, dtype=np.float32).reshape(150, 2)
+    starts = np.array([0, 7, 130])
+    got = windows.extract_windows(signal, starts, 20)
+    assert got.shape == (3, 20, 2)
+    for window, start in zip(got, starts):
+        np.testing.assert_array_equal(window, signal[start:start + 20])
+
+
+def test_window_quality_flags_each_kind_of_bad_window():
+    signal, _ = synthetic_ecg(70, duration_s=50)
+    length = int(5 * FS)
+    bad = signal.copy()
+    bad[int(5.5 * FS):int(6 * FS), 0] = np.nan                   # window 1: missing samples
+    bad[int(15 * FS):int(20 * FS), 1] = 0.3                       # window 3: flat lead
+    # Window 5: a 2 mV motion artefact drives the amplifier into its ±1 mV rails.
+    section = bad[int(25 * FS):int(27 * FS), 0] + 2 * np.hanning(int(2 * FS))
+    bad[int(25 * FS):int(27 * FS), 0] = np.clip(section, -1.0, 1.0)
+    bad[int(36 * FS), 1] = 80.0                                   # window 7: beyond ±60 mV
+    bad[int(41 * FS):int(41.5 * FS), :] = 0.0                     # window 8: dropped packets (zeros)
+    flags = windows.window_quality(windows.extract_windows(bad, np.arange(10) * length, length), FS)
+    assert np.flatnonzero(flags["gap"]).tolist() == [1, 8]
+    assert np.flatnonzero(flags["flat"]).tolist() == [3]
+    assert np.flatnonzero(flags["saturated"]).tolist() == [5, 7]
+    assert np.flatnonzero(~flags["valid"]).tolist() == [1, 3, 5, 7, 8]
+    # Ignoring lead 1 (e.g. absent, zero-filled) ignores its flat stretch and its spike.
+    only_first = windows.window_quality(windows.extract_windows(bad, np.arange(10) * length, length), FS,
+                                        lead_mask=[True, False])
+    assert np.flatnonzero(~only_first["valid"]).tolist() == [1, 5, 8]
+
+
+def test_window_quality_finds_adc_saturation_in_mitdb_103(mitdb_dir):
+    record = wfdb.rdrecord(str(mitdb_dir / "103"), sampfrom=int(1170 * FS), sampto=int(1200 * FS))
+    flags = windows.window_quality(windows.extract_windows(record.p_signal, [0, 3600, 7200], 3600), FS)
+    # V2 sits at the 11-bit converter's limits (-5.12 / +5.115 mV) in 117-118 s and 119-120 s (x 10 s).
+    assert flags["saturated"].tolist() == [True, False, True]
+
+
+# --- heart rate --------------------------------------------------------------------------------
+
+def test_heart_rate_from_beats_and_classes():
+    beats = np.arange(0, 1000, 100)                               # 60 bpm at 100 Hz
+    bpm = heart_rate.heart_rate_from_beats(beats, 100, np.array([0, 250, 950]), 200)
+    assert bpm.shape == (3,) and bpm[0] == pytest.approx(60.0) and bpm[1] == pytest.approx(60.0)
+    assert np.isnan(bpm[2])                                       # one beat only
+    assert np.isnan(heart_rate.heart_rate_from_beats([], 100, np.array([0]), 200)).all()
+    # Uneven RR: mean of instantaneous rates (60 and 120 bpm), not 60 / mean RR.
+    assert heart_rate.heart_rate_from_beats([0, 100, 150], 100, np.array([0]), 200)[0] == pytest.approx(90.0)
+    assert heart_rate.heart_rate_from_beats(beats, 100, np.array([250]), 100, margin=100)[0] == pytest.approx(60.0)
+    classes = heart_rate.heart_rate_class(np.array([45.0, 59.9, 60.0, 100.0, 100.1, np.nan, 75.0, 400.0]),
+                                          np.array([0, 0, 0, 0, 0, 0, 1, 0], bool))
+    assert classes.tolist() == [0, 0, 1, 1, 2, 3, 3, 3]
+    assert heart_rate.heart_rate_class(72.0) == 1
+
+
+@pytest.mark.parametrize("bpm, expected_class", [(50, 0), (75, 1), (120, 2)])
+def test_auto_label_heart_rate_on_known_rates(bpm, expected_class):
+    signal, _ = synthetic_ecg(bpm, duration_s=40)
+    labels = heart_rate.auto_label_heart_rate(signal, FS, window_s=10, stride_s=5, lead=0)
+    assert labels["starts"].tolist() == [int(s * FS) for s in (0, 5, 10, 15, 20, 25, 30)]
+    np.testing.assert_allclose(labels["bpm"], bpm, atol=1.5)
+    assert (labels["hr_class"] == expected_class).all()
+
+
+def test_auto_label_marks_flat_and_missing_windows_as_noise():
+    signal, _ = synthetic_ecg(75, duration_s=40)
+    signal[int(10 * FS):int(20 * FS), 0] = 0.1
+    signal[int(30 * FS):int(31 * FS), 0] = np.nan
+    labels = heart_rate.auto_label_heart_rate(signal, FS, window_s=10, stride_s=10, lead=0)
+    assert labels["hr_class"].tolist() == [1, 3, 1, 3]
+    assert np.isnan(labels["bpm"][[1, 3]]).all()
+
+
+def test_qrs_detector_on_mitdb_100(mitdb_dir):
+    scores = reference.qrs_detection_scores(str(mitdb_dir / "100"))
+    assert scores["sensitivity"] > 0.99 and scores["ppv"] > 0.99
+    assert scores["hr_mae_bpm"] < 1.0
+
+
+def test_qrs_detector_reasonable_on_af_record(mitdb_dir):
+    scores = reference.qrs_detection_scores(str(mitdb_dir / "201"))
+    assert scores["sensitivity"] > 0.9 and scores["ppv"] > 0.95
+
+
+# --- reference tracks --------------------------------------------------------------------------
+
+def test_reference_af_label_majority_or_any():
+    rhythms = [(0, 150, "N"), (150, 400, "AFIB"), (400, 500, "N")]
+    starts = np.array([0, 100, 200, 300, 400])
+    np.testing.assert_allclose(reference.rhythm_fraction(rhythms, ("AFIB",), starts, 100), [0, 0.5, 1, 1, 0])
+    assert reference.reference_af_label(rhythms, starts, 100).tolist() == [0, 0, 1, 1, 0]
+    assert reference.reference_af_label(rhythms, starts, 100, min_fraction=0.0).tolist() == [0, 1, 1, 1, 0]
+
+
+def test_reference_tracks_of_mitdb_201(mitdb_dir):
+    ref = reference.read_reference(str(mitdb_dir / "201"))
+    assert ("AFIB" in {label for _, _, label in ref.rhythms}) and ref.fs == 360
+    tracks = reference.reference_tracks(str(mitdb_dir / "201"), 10, 10)
+    assert tracks["af"][0] == 1 and 0 < tracks["af"].mean() < 1   # starts in AF, has sinus stretches
+    assert np.nanmedian(tracks["hr_bpm"]) == pytest.approx(70, abs=30)
+
+
+# --- windowed inference ------------------------------------------------------------------------
+
+def test_resampling_360_to_250_keeps_beat_timing():
+    signal, beats = synthetic_ecg(75, duration_s=20)
+    resampled = run.resample(signal, 360, 250)
+    assert resampled.shape == (5000, 2)
+    peaks, _ = scipy.signal.find_peaks(resampled[:, 0], height=0.6)
+    np.testing.assert_allclose(peaks / 250.0, beats, atol=1 / 250)
+
+
+def test_lead_mapping_and_single_lead_selection():
+    assert run.map_leads(["MLII", "V5"], ["I", "II", "V5"]).tolist() == [-1, 0, 1]
+    assert run.map_leads(["MLII", "V5"], ["II"], lead="V5").tolist() == [1]
+    assert run.map_leads(["MLII", "V5"], ["II"], lead=-1).tolist() == [1]
+    with pytest.raises(ECGInputError, match="rec7"):
+        run.map_leads(["MLII", "V5"], ["V1", "V2"], source="rec7")
+    signal, _ = synthetic_ecg(75, duration_s=20)
+    signal[:, 1] *= -3
+    seen = []
+
+    def capture(batch):
+        seen.append(batch.copy())
+        return {"mean": batch.mean(axis=(1, 2))}
+
+    run.annotate_recording(signal, FS, ["MLII", "V5"], capture, model_fs=250, model_leads=["I", "II", "V5"],
+                           window_s=5, stride_s=5, batch_size=8, qrs_heart_rate=False)
+    assert seen[0].shape == (8, 1250, 3)
+    assert (seen[0][:, :, 0] == 0).all()                          # lead I absent: zeros
+    assert seen[0][:4, :, 2].min() < -2                           # V5 (scaled by -3) in the third slot
+    seen.clear()
+    run.annotate_recording(signal, FS, ["MLII", "V5"], capture, model_fs=250, model_leads=["II"],
+                           window_s=5, stride_s=5, batch_size=8, lead="V5", qrs_heart_rate=False)
+    assert seen[0].shape == (8, 1250, 1) and seen[0][:4].min() < -2
+
+
+def test_annotate_recording_fixed_batches_and_masks_bad_windows():
+    signal, _ = synthetic_ecg(80, duration_s=62)
+    signal[int(12 * FS):int(13 * FS), 0] = np.nan                 # window 2 (10–20 s)
+    signal[int(30 * FS):int(40 * FS), 1] = 0.0                    # window 3: flat lead, zeros
+    signal[int(45 * FS), 0] = 99.0                                # window 4: beyond ±60 mV
+    shapes = []
+
+    def predict(batch):
+        shapes.append(batch.shape)
+        assert np.isfinite(batch).all()
+        return {**rr_predict_fn(batch), "probs": np.tile([0.2, 0.8], (batch.shape[0], 1))}
+
+    tracks = run.annotate_recording(signal, FS, ["MLII", "V1"], predict, model_fs=250, model_leads=["II", "V1"],
+                                    window_s=10, stride_s=10, batch_size=4)
+    assert set(shapes) == {(4, 2500, 2)} and len(shapes) == 2      # 7 windows (6 + tail) in 2 padded batches
+    np.testing.assert_allclose(tracks["start_s"], [0, 10, 20, 30, 40, 50, 52])
+    np.testing.assert_allclose(tracks["end_s"], [10, 20, 30, 40, 50, 60, 62])
+    assert np.flatnonzero(~tracks["valid"]).tolist() == [1, 3, 4]
+    for key in ("af_prob", "heart_rate", "probs", "qrs_hr_bpm"):
+        assert np.isnan(tracks[key][[1, 3, 4]]).all() and np.isfinite(tracks[key][[0, 2, 5, 6]]).all()
+    np.testing.assert_allclose(tracks["qrs_hr_bpm"][[0, 2, 5, 6]], 80, atol=1.5)
+    np.testing.assert_allclose(tracks["heart_rate"][[0, 2, 5, 6]], 80, atol=3)
+    assert tracks["probs"].shape == (7, 2)
+    with pytest.raises(ECGInputError, match="shorter than one"):
+        run.annotate_recording(signal[:100], FS, ["MLII", "V1"], predict, model_fs=250, model_leads=["II"],
+                               window_s=10, stride_s=10)
+
+
+def test_rr_irregularity_separates_regular_from_irregular():
+    regular, _ = synthetic_ecg(75, duration_s=30)
+    rr = np.random.default_rng(1).uniform(0.45, 1.1, 60)
+    irregular, _ = synthetic_ecg(rr_s=rr, duration_s=30)
+    kwargs = dict(model_fs=250, model_leads=["II"], window_s=10, stride_s=10, batch_size=4, qrs_heart_rate=False)
+    steady = run.annotate_recording(regular, FS, ["II", "V1"], rr_predict_fn, **kwargs)["af_prob"]
+    chaotic = run.annotate_recording(irregular, FS, ["II", "V1"], rr_predict_fn, **kwargs)["af_prob"]
+    assert steady.max() < 0.2 < 0.8 < chaotic.min()
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+def _example_tracks():
+    return {
+        "start_s": np.array([0.0, 10, 20, 30, 40]), "end_s": np.array([10.0, 20, 30, 40, 50]),
+        "valid": np.array([True, True, False, True, True]), "gap": np.array([False, False, True, False, False]),
+        "flat": np.zeros(5, bool), "saturated": np.zeros(5, bool),
+        "af_prob": np.array([0.1, 0.9, np.nan, 0.95, 0.2]), "heart_rate": np.array([72.0, 131, np.nan, 118, 70]),
+        "probs": np.array([[0.3, 0.7]] * 5),
+    }
+
+
+def test_csv_round_trip(tmp_path):
+    tracks = _example_tracks()
+    frame = pd.read_csv(outputs.write_csv(tracks, str(tmp_path / "r.csv")))
+    assert list(frame.columns) == ["start_s", "end_s", "valid", "gap", "flat", "saturated",
+                                   "af_prob", "heart_rate", "probs_0", "probs_1"]
+    np.testing.assert_allclose(frame["af_prob"], tracks["af_prob"])  # NaN round-trips as NaN
+    assert frame["valid"].tolist() == tracks["valid"].tolist()
+
+
+def test_wfdb_annotation_round_trip(tmp_path):
+    path = outputs.write_wfdb_annotations(_example_tracks(), "rec", str(tmp_path), fs=100.0)
+    assert path.endswith("rec.ecgjax")
+    ann = wfdb.rdann(str(tmp_path / "rec"), "ecgjax")
+    assert ann.fs == 100.0
+    changes = [(s, a) for s, sym, a in zip(ann.sample, ann.symbol, ann.aux_note) if sym == "+"]
+    assert changes == [(0, "(N"), (1000, "(AFIB"), (2000, "(NOISE"), (3000, "(AFIB"), (4000, "(N")]
+    notes = [(s, a) for s, sym, a in zip(ann.sample, ann.symbol, ann.aux_note) if sym == '"']
+    assert notes[1] == (1500, "af_prob=0.9 heart_rate=131") and notes[2] == (2500, "invalid")
+    assert len(notes) == 5
+
+
+def test_annotate_path_writes_outputs_and_skips_bad_records(tmp_path):
+    data = tmp_path / "records"
+    data.mkdir()
+    signal, _ = synthetic_ecg(70, duration_s=45)
+    wfdb.wrsamp("good", fs=FS, units=["mV", "mV"], sig_name=["MLII", "V1"], p_signal=signal.astype(np.float64),
+                fmt=["16", "16"], write_dir=str(data))
+    (data / "broken.hea").write_text("broken 2 360 1000\nbroken.dat 16 200 16 0 0 0 0 MLII\n")
+    status = run.annotate_path(str(data), str(tmp_path / "out"), rr_predict_fn, model_fs=250, model_leads=["II"],
+                               window_s=10, stride_s=5)
+    assert status["good"] == "ok" and "broken" in status["broken"]
+    png = tmp_path / "out" / "good.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    frame = pd.read_csv(tmp_path / "out" / "good.csv")
+    assert len(frame) == 8 and frame["valid"].all()
+    assert wfdb.rdann(str(tmp_path / "out" / "good"), "ecgjax").aux_note[0] == "(N"
