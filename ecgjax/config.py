@@ -1,0 +1,132 @@
+"""Pretraining config pieces: every `configs/*.py` `get_config(arg)` builds on `base_config`.
+
+`arg` is a short string such as "patch=125,depth=4,width=512,runlocal" (the big_vision habit):
+keys set encoder shape, `runlocal` shrinks everything to a 2-core CPU.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
+_ARG_TYPES = {
+    "patch": int, "depth": int, "width": int, "heads": int, "encoder": str, "method": str,
+    "batch": int, "steps": int, "seed": int, "runlocal": bool, "store": str,
+}
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Parses "k=v,k2,k3=v3" into a ConfigDict; a bare key means True."""
+    values = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in _ARG_TYPES:
+            raise ValueError(f"unknown config arg {key!r}; known: {sorted(_ARG_TYPES)}")
+        kind = _ARG_TYPES[key]
+        if kind is bool:
+            values[key] = value.strip().lower() not in ("0", "false", "no") if value else True
+        else:
+            values[key] = kind(value.strip())
+    return ml_collections.ConfigDict(values)
+
+
+def vit_heads(width: int) -> int:
+    """64-dimensional attention heads, as in ViT-B/L."""
+    return max(1, width // 64)
+
+
+def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_collections.ConfigDict:
+    """Everything a pretraining run needs; method configs edit the parts that differ and end
+    with `finish(c)`, which applies `runlocal` last so it shrinks whatever they chose."""
+    a = parse_arg(arg, patch=125, depth=4, width=512, encoder=encoder, batch=256, steps=20_000,
+                  seed=0, runlocal=False, store="", method=method)
+    c = ml_collections.ConfigDict()
+    c.seed = a.seed
+    c.arg = arg or ""
+    c.runlocal = a.runlocal
+
+    c.data = ml_collections.ConfigDict()
+    # An ingested store directory (python -m ecgjax.data.ingest ...); empty: the embedded
+    # synthetic cohort, built once into `synthetic.cache_dir`.
+    c.data.store = a.store
+    c.data.synthetic = ml_collections.ConfigDict(
+        dict(num_patients=400, records_per_patient=4, seed=0, cache_dir="~/.cache/ecgjax")
+    )
+    c.data.fs = 250.0
+    c.data.segment_s = 10.0
+    c.data.split = "train"
+    c.data.num_workers = 2
+    c.data.augmentation = ml_collections.ConfigDict(dict(
+        amplitude_scale=dict(p=0.5, low=0.8, high=1.2),
+        gaussian_noise=dict(p=0.5, std=0.02),
+        baseline_wander=dict(p=0.3, amplitude=0.1),
+        time_mask=dict(p=0.3, max_fraction=0.1),
+        lead_dropout=dict(p=0.2, max_leads=3),
+    ))
+
+    c.model = ml_collections.ConfigDict()
+    c.model.encoder = ml_collections.ConfigDict(dict(
+        name=a.encoder, patch=a.patch, depth=a.depth, width=a.width, heads=vit_heads(a.width),
+        mlp_ratio=4, dropout=0.0, num_samples=int(c.data.fs * c.data.segment_s), in_leads=12,
+        chan_start=64, dual_stream=False,
+    ))
+    c.model.projection = ml_collections.ConfigDict(dict(hidden=512, out=128))
+    # MAE decoder: half the encoder width (003 RQ1).
+    c.model.decoder = ml_collections.ConfigDict(dict(width=a.width // 2, depth=2, heads=vit_heads(a.width // 2)))
+    c.model.cpc = ml_collections.ConfigDict(dict(d_model=512, depth=3, heads=8))
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.method = a.method
+    c.objective.temperature = 0.1
+    c.objective.mask_ratio = 0.75
+    c.objective.weights = ml_collections.ConfigDict(dict(
+        patient=1.0, sample=1.0, reconstruction=1.0, cpc=1.0, interlead=0.0, intersegment=0.0,
+    ))
+    c.objective.moco = ml_collections.ConfigDict(dict(enabled=False, queue_size=38912, momentum=0.999))
+    c.objective.cpc = ml_collections.ConfigDict(dict(n_context=4, frame_s=2.5, offset=1, num_negatives=0))
+
+    # 003: constant lr 1e-4, weight decay 1e-5 for every stage.
+    c.optim = ml_collections.ConfigDict(dict(
+        schedule="constant", lr=1e-4, weight_decay=1e-5, warmup_steps=0, final_lr=1e-6,
+        warmup_init_fraction=0.1, grad_clip=1.0,
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=a.batch, num_steps=a.steps, log_every=50, checkpoint_every=1000,
+        keep_checkpoints=3, bf16=False, num_devices=0,
+    ))
+    return c
+
+
+def finish(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    if c.runlocal:
+        apply_runlocal(c)
+    return c
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> None:
+    """CPU-scale: a few minutes on 2 cores, same code paths as the full run."""
+    c.data.synthetic.num_patients = 96
+    c.data.synthetic.records_per_patient = 3
+    c.data.num_workers = 0
+    enc = c.model.encoder
+    if enc.name == "vit1d":
+        enc.width = min(enc.width, 64)
+        enc.depth = min(enc.depth, 2)
+        enc.heads = 2
+        c.model.decoder.width = enc.width // 2
+        c.model.decoder.depth = 1
+        c.model.decoder.heads = 2
+    else:
+        enc.chan_start = min(enc.chan_start, 8)
+    c.model.projection.hidden = 64
+    c.model.projection.out = 32
+    c.model.cpc.d_model = 64
+    c.model.cpc.depth = 1
+    c.model.cpc.heads = 2
+    c.objective.moco.queue_size = min(c.objective.moco.queue_size, 256)
+    c.optim.lr = max(c.optim.lr, 3e-4)
+    c.train.batch_size = 32
+    c.train.num_steps = 300
+    c.train.log_every = 10
+    c.train.checkpoint_every = 100
