@@ -1,0 +1,55 @@
+"""Weighted sums of named loss parts (003 eq. 3) with every part kept for logging.
+
+003 eq. 3: L_HYBRID = L_RECON + L_CONT_Patient + L_CONT_Sample (all weights 1). CL is the
+patient + sample sum and GL the reconstruction term alone (Appendix C tables 1-3 log exactly
+these columns: total, patient, sample, reconstruction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+LOSS_PARTS = ("patient", "sample", "reconstruction", "cpc", "interlead", "intersegment")
+
+METHOD_PARTS = {
+    "cl": ("patient", "sample"),
+    "gl": ("reconstruction",),
+    "hl": ("reconstruction", "patient", "sample"),
+    "cpc": ("cpc",),
+}
+
+
+def hybrid_loss(
+    parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """total = sum_name weights.get(name, 1) * parts[name].
+
+    Args:
+      parts: scalar losses keyed by names from LOSS_PARTS (any subset).
+      weights: optional per-part weights; missing names weigh 1 (003 eq. 3).
+    Returns (total, parts) with parts as unweighted float32 scalars, for logging.
+    """
+    weights = dict(weights or {})
+    unknown = (set(parts) | set(weights)) - set(LOSS_PARTS)
+    if unknown:
+        raise ValueError(f"unknown loss parts {sorted(unknown)}; expected names from {LOSS_PARTS}")
+    if not parts:
+        raise ValueError("no loss parts given")
+    parts = {name: jnp.asarray(value, jnp.float32) for name, value in parts.items()}
+    total = sum(weights.get(name, 1.0) * value for name, value in parts.items())
+    return total, parts
+
+
+def method_loss(
+    method: str, parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total for a pretraining method ('cl', 'gl', 'hl', 'cpc'); `parts` must hold exactly its terms."""
+    if method not in METHOD_PARTS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHOD_PARTS)}")
+    expected = set(METHOD_PARTS[method])
+    if set(parts) != expected:
+        raise ValueError(f"method {method!r} needs parts {sorted(expected)}, got {sorted(parts)}")
+    return hybrid_loss(parts, weights)
