@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from ecgjax.data import augment
+
 # What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
 _ARG_TYPES = {
     "patch": int, "depth": int, "width": int, "heads": int, "encoder": str, "method": str,
@@ -56,13 +58,9 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     c.data.segment_s = 10.0
     c.data.split = "train"
     c.data.num_workers = 2
-    c.data.augmentation = ml_collections.ConfigDict(dict(
-        amplitude_scale=dict(p=0.5, low=0.8, high=1.2),
-        gaussian_noise=dict(p=0.5, std=0.02),
-        baseline_wander=dict(p=0.3, amplitude=0.1),
-        time_mask=dict(p=0.3, max_fraction=0.1),
-        lead_dropout=dict(p=0.2, max_leads=3),
-    ))
+    # name -> params of ecgjax.data.augment (prob, and the function's keywords); each augmented
+    # view gets an independent draw.
+    c.data.augmentation = ml_collections.ConfigDict(augment.DEFAULT_AUGMENTATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.encoder = ml_collections.ConfigDict(dict(
@@ -83,7 +81,9 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
         patient=1.0, sample=1.0, reconstruction=1.0, cpc=1.0, interlead=0.0, intersegment=0.0,
     ))
     c.objective.moco = ml_collections.ConfigDict(dict(enabled=False, queue_size=38912, momentum=0.999))
-    c.objective.cpc = ml_collections.ConfigDict(dict(n_context=4, frame_s=2.5, offset=1, num_negatives=0))
+    # 001: n_context consecutive frames, `offset` frames skipped, then the future frame; negatives
+    # are other samples' futures (0 = all of the batch).
+    c.objective.cpc = ml_collections.ConfigDict(dict(n_context=4, frame_s=1.0, offset=2, num_negatives=0))
 
     # 003: constant lr 1e-4, weight decay 1e-5 for every stage.
     c.optim = ml_collections.ConfigDict(dict(

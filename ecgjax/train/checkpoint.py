@@ -15,6 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 
 
+logger = logging.getLogger("ecgjax")
+
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for (state, data-iterator) pairs."""
 
@@ -37,7 +39,7 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
         if saved:
-            logging.info("checkpoint: saving step %d to %s", step, self.directory)
+            logger.info("checkpoint: saving step %d to %s", step, self.directory)
         return saved
 
     def restore(self, state_template, data_iterator=None, step: int | None = None):
@@ -53,7 +55,7 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        logging.info("checkpoint: restored step %d from %s", step, self.directory)
+        logger.info("checkpoint: restored step %d from %s", step, self.directory)
         return restored["state"], (restored["data"] if data_iterator is not None else None)
 
     def restore_state_only(self, state_template, step: int | None = None):

@@ -4,9 +4,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 
 from tensorboardX import SummaryWriter
+
+logger = logging.getLogger("ecgjax")
+
+
+def setup_console_logging(level: int = logging.INFO) -> None:
+    """ecgjax's progress lines on stderr; the libraries' own INFO chatter (Orbax logs every
+    save step by step through absl) stays at WARNING."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if not any(getattr(h, "_ecgjax", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler._ecgjax = True
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 class MetricsLog:
@@ -38,7 +56,7 @@ class MetricsLog:
         done = step - self._start_step
         eta = (now - self._start_time) / done * (self.total_steps - step) if done > 0 else float("nan")
         parts = " ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
-        logging.info("step %d/%d (%.0f%%) eta %s | %s", step, self.total_steps,
+        logger.info("step %d/%d (%.0f%%) eta %s | %s", step, self.total_steps,
                      100.0 * step / max(self.total_steps, 1), _format_seconds(eta), parts)
 
     def close(self) -> None:

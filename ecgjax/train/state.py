@@ -18,20 +18,17 @@ class TrainState:
     """Pytree of arrays, replicated over the mesh.
 
     step: [] int32. params / batch_stats: online networks ({} batch_stats when there is no
-    BatchNorm). opt_state: optax state. ema_params / ema_batch_stats: MoCo key encoder ({} unless
-    the MoCo queue is on). queue [K, D], queue_patient [K], queue_ptr []: MoCo key queue (empty
-    arrays of length 0 when off). rng: raw uint32 PRNG key [2].
+    BatchNorm). opt_state: optax state. moco: {} unless the MoCo queue is on, else
+      ema_params, ema_batch_stats: the momentum (key) encoder,
+      queue [K, D], queue_patient [K] int32 (-1 = empty slot), queue_ptr [] int32.
+    rng: raw uint32 PRNG key [2].
     """
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
-    ema_params: Any
-    ema_batch_stats: Any
-    queue: jax.Array
-    queue_patient: jax.Array
-    queue_ptr: jax.Array
+    moco: dict
     rng: jax.Array
 
 
@@ -68,17 +65,16 @@ def init_state(config: ml_collections.ConfigDict, model: PretrainModel,
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     mc = config.objective.moco
+    moco_state = {}
     if mc.enabled:
         queue, queue_patient, ptr = moco.queue_init(mc.queue_size, config.model.projection.out)
         # Separate buffers: the jitted step donates the state, and a buffer can't be donated twice.
         ema_params, ema_batch_stats = jax.tree.map(jnp.copy, (params, batch_stats))
-    else:
-        queue, queue_patient, ptr = moco.queue_init(0, config.model.projection.out)
-        ema_params, ema_batch_stats = {}, {}
+        moco_state = dict(ema_params=ema_params, ema_batch_stats=ema_batch_stats, queue=queue,
+                          queue_patient=queue_patient, queue_ptr=ptr)
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        opt_state=optimizer.init(params), ema_params=ema_params, ema_batch_stats=ema_batch_stats,
-        queue=queue, queue_patient=queue_patient, queue_ptr=ptr,
+        opt_state=optimizer.init(params), moco=moco_state,
         rng=jax.random.key_data(state_rng) if jnp.issubdtype(state_rng.dtype, jax.dtypes.prng_key)
         else state_rng,
     )

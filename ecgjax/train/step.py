@@ -59,8 +59,8 @@ def compute_losses(params, state: TrainState, batch: dict, rng, *, model: Pretra
             for name, view in (("patient", "patient_segment"), ("sample", "segment_aug")):
                 if _active(weights, name):
                     parts[name] = moco.moco_infonce(
-                        z["segment"], keys[view], state.queue, t, q_patient=batch["patient"],
-                        queue_patient=state.queue_patient)
+                        z["segment"], keys[view], state.moco["queue"], t, q_patient=batch["patient"],
+                        queue_patient=state.moco["queue_patient"])
             # 000 tracks NT-Xent between the positive pairs alongside the queue InfoNCE.
             metrics["nt_xent"] = contrastive.nt_xent(z["segment"], keys["patient_segment"], t)
         else:
@@ -88,8 +88,8 @@ def _moco_keys(state: TrainState, batch: dict, model: PretrainModel, config, rng
     """Momentum-encoder embeddings of the positive views (no gradient)."""
     views = ["patient_segment"] + (["segment_aug"] if _active(config.objective.weights, "sample") else [])
     x = jnp.concatenate([batch[v] for v in views])
-    variables = _variables(state.ema_params, state.ema_batch_stats)
-    mutable = ["batch_stats"] if state.ema_batch_stats else False
+    variables = _variables(state.moco["ema_params"], state.moco["ema_batch_stats"])
+    mutable = ["batch_stats"] if state.moco["ema_batch_stats"] else False
     result = model.apply(variables, x, train=True, method=PretrainModel.embed,
                          rngs={"dropout": rng}, mutable=mutable)
     k = result[0] if mutable else result
@@ -113,13 +113,14 @@ def make_train_step(model: PretrainModel, config: ml_collections.ConfigDict,
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, rng=jax.random.key_data(next_rng))
         if mc.enabled:
-            new = new.replace(
-                ema_params=moco.ema_update(state.ema_params, params, mc.momentum),
-                ema_batch_stats=moco.ema_update(state.ema_batch_stats, batch_stats, mc.momentum))
+            old = state.moco
             queue, queue_patient, ptr = moco.queue_enqueue(
-                state.queue, state.queue_patient, state.queue_ptr, keys["patient_segment"],
+                old["queue"], old["queue_patient"], old["queue_ptr"], keys["patient_segment"],
                 batch["patient"])
-            new = new.replace(queue=queue, queue_patient=queue_patient, queue_ptr=ptr)
+            new = new.replace(moco=dict(
+                ema_params=moco.ema_update(old["ema_params"], params, mc.momentum),
+                ema_batch_stats=moco.ema_update(old["ema_batch_stats"], batch_stats, mc.momentum),
+                queue=queue, queue_patient=queue_patient, queue_ptr=ptr))
         metrics = {**metrics, **parts, "loss": total, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
         return new, metrics

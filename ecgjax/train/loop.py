@@ -1,0 +1,194 @@
+"""The pretraining loop: data -> jitted step -> logs and checkpoints, resumable after a kill.
+
+    pretrain(config, workdir)
+
+reads batches from a Grain iterator, runs the compiled data-parallel step, writes metrics
+(JSONL, TensorBoard, console) and saves Orbax checkpoints of the state together with the
+iterator position. Started again on the same workdir it resumes at the last checkpoint with
+the same data order. A non-finite loss stops the run before anything of that step is saved.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from ecgjax.data import ingest, pipeline
+from ecgjax.data.store import ECGStore
+from ecgjax.train import checkpoint, mesh as mesh_lib, optim, state as state_lib, step as step_lib
+from ecgjax.train.metrics_log import MetricsLog
+
+
+logger = logging.getLogger("ecgjax")
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Rejects absurd settings up front with a message naming the field."""
+    checks = [
+        (config.train.batch_size > 0, f"train.batch_size={config.train.batch_size} must be > 0"),
+        (config.train.num_steps > 0, f"train.num_steps={config.train.num_steps} must be > 0"),
+        (0.0 < config.objective.mask_ratio < 1.0,
+         f"objective.mask_ratio={config.objective.mask_ratio} must be in (0, 1)"),
+        (config.objective.temperature > 0, f"objective.temperature={config.objective.temperature} must be > 0"),
+        (config.data.fs > 0, f"data.fs={config.data.fs} must be > 0"),
+        (config.data.segment_s > 0, f"data.segment_s={config.data.segment_s} must be > 0"),
+        (config.model.encoder.num_samples == round(config.data.fs * config.data.segment_s),
+         f"model.encoder.num_samples={config.model.encoder.num_samples} must equal "
+         f"data.fs * data.segment_s = {config.data.fs * config.data.segment_s:g}"),
+    ]
+    if config.objective.moco.enabled:
+        checks.append((config.objective.moco.queue_size >= config.train.batch_size,
+                       f"objective.moco.queue_size={config.objective.moco.queue_size} is smaller than "
+                       f"the batch ({config.train.batch_size})"))
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"bad config: {message}")
+
+
+def open_store(data: ml_collections.ConfigDict) -> ECGStore:
+    """The configured store, or the embedded synthetic cohort (built once into its cache dir)."""
+    if data.store:
+        return ECGStore(os.path.expanduser(data.store))
+    syn = data.synthetic
+    directory = os.path.join(
+        os.path.expanduser(syn.cache_dir),
+        f"synthetic-p{syn.num_patients}-r{syn.records_per_patient}-s{syn.seed}-{data.fs:g}hz")
+    return ingest.build_synthetic_store(directory, syn.num_patients, syn.records_per_patient, syn.seed,
+                                        target_fs=data.fs)
+
+
+def loader_views(objective: ml_collections.ConfigDict) -> tuple[str, ...]:
+    if objective.method == "cpc":
+        return ("cpc",)
+    if objective.method == "gl":
+        return ("segment",)
+    return ("segment", "segment_aug", "patient_segment")
+
+
+def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: int | None = None):
+    """The Grain dataset of this host's share of each global batch."""
+    hosts = jax.process_count()
+    if config.train.batch_size % hosts:
+        raise ValueError(f"batch {config.train.batch_size} not divisible by {hosts} hosts")
+    cpc = config.objective.cpc
+    return pipeline.make_pretrain_dataset(
+        store, views=loader_views(config.objective), batch_size=config.train.batch_size // hosts,
+        segment_s=config.data.segment_s, seed=(config.seed if seed is None else seed) + jax.process_index(),
+        split=config.data.split or None, augmentation=config.data.augmentation.to_dict(),
+        num_workers=config.data.num_workers,
+        cpc=pipeline.CPCSpec(n_context=cpc.n_context, frame_s=cpc.frame_s, offset=cpc.offset))
+
+
+class Trainer:
+    """Model, optimizer, mesh and compiled step for one config (also used by the benchmark)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, num_devices: int | None = None):
+        validate_config(config)
+        self.config = config
+        self.mesh = mesh_lib.make_mesh(num_devices or config.train.get("num_devices") or None)
+        mesh_lib.check_batch_divisible(config.train.batch_size, self.mesh)
+        self.model = state_lib.build_model(config)
+        self.optimizer, self.schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+        replicated = mesh_lib.replicated_sharding(self.mesh)
+        self.init_state = jax.jit(
+            lambda rng: state_lib.init_state(config, self.model, self.optimizer, rng),
+            out_shardings=replicated)
+        step = step_lib.make_train_step(self.model, config, self.optimizer, self.schedule)
+        self.train_step = step_lib.jit_train_step(step, replicated, replicated)
+
+    def new_state(self):
+        return self.init_state(jax.random.PRNGKey(self.config.seed))
+
+    def step(self, state, host_batch: dict):
+        return self.train_step(state, mesh_lib.shard_batch(host_batch, self.mesh))
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) pretraining in `workdir`; returns the last step's metrics."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    trainer = Trainer(config)
+    store = open_store(config.data)
+    data_iter = iter(make_dataset(config, store))
+    is_main = jax.process_index() == 0
+    if is_main:
+        save_config(config, workdir)
+
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   keep=config.train.keep_checkpoints,
+                                   save_every=config.train.checkpoint_every)
+    state = trainer.new_state()
+    if ckpt.latest_step() is not None:
+        state, data_iter = ckpt.restore(state, data_iter)
+    start = int(state.step)
+    total = config.train.num_steps
+    log = MetricsLog(workdir, total, enabled=is_main)
+    logger.info("pretraining %s/%s: %d parameters, %d devices, batch %d, steps %d..%d, data %s",
+                 config.objective.method, config.model.encoder.name,
+                 state_lib.count_params(state.params), trainer.mesh.size, config.train.batch_size,
+                 start, total, config.data.store or "synthetic cohort")
+    metrics = {}
+    try:
+        last = time.perf_counter()
+        for step in range(start + 1, total + 1):
+            batch = next(data_iter)
+            state, device_metrics = trainer.step(state, batch)
+            metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+            if not math.isfinite(metrics["loss"]):
+                raise NonFiniteLossError(
+                    f"loss is {metrics['loss']} at step {step} ({metrics}); stopping. The last good "
+                    f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is left intact.")
+            now = time.perf_counter()
+            metrics["segments_per_s"] = config.train.batch_size / (now - last)
+            last = now
+            log.write(step, metrics)
+            if step % config.train.log_every == 0 or step == total:
+                log.console(step, metrics)
+            ckpt.save(step, state, data_iter, force=(step == total))
+    finally:
+        ckpt.close()
+        log.close()
+    return metrics
+
+
+def restore_pretrained(workdir: str, step: int | None = None):
+    """(config, PretrainModel, variables) of a pretraining run's checkpoint, for evaluation."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    config = load_config(workdir)
+    model = state_lib.build_model(config)
+    optimizer, _ = optim.make_optimizer(config.optim, config.train.num_steps)
+    template = jax.eval_shape(
+        lambda: state_lib.init_state(config, model, optimizer, jax.random.PRNGKey(0)))
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        state = ckpt.restore_state_only(template, step)
+    finally:
+        ckpt.close()
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return config, model, variables
+
+
+def encoder_variables(variables: dict) -> dict:
+    """The encoder's own variables out of a PretrainModel's (projection head etc. dropped)."""
+    return {kind: tree["encoder"] for kind, tree in variables.items() if "encoder" in tree}
