@@ -144,3 +144,19 @@ def test_preprocess_record_applies_the_60mv_rule_and_rejects_bad_records():
     x[3, 4] = np.nan
     with pytest.raises(ECGInputError, match="NaN"):
         preprocess.preprocess_record(_record(x))
+
+
+def test_flat_lead_is_masked_as_absent_when_allowed(tmp_path):
+    """Ingest keeps a record with one dead electrode (PTB-XL 12722, V5) and masks that lead."""
+    signal = ecg_like(1000, 100.0, 3).astype(np.float32)
+    signal[:, 2] = 0.25  # constant: electrode off
+    record = ECGRecord(signal=signal, fs=100.0, lead_names=("I", "II", "V5"), record_id="r",
+                       patient_id="p", source="test", path=str(tmp_path / "r"))
+    with pytest.raises(ECGInputError, match="flat.*V5"):
+        preprocess.preprocess_record(record)
+    out, mask = preprocess.preprocess_record(record, allow_flat_leads=True)
+    assert [CANONICAL_LEADS[i] for i in np.flatnonzero(mask)] == ["I", "II"]
+    assert not out[:, CANONICAL_LEADS.index("V5")].any()
+    record.signal = np.full_like(signal, 0.25)
+    with pytest.raises(ECGInputError, match="flat"):
+        preprocess.preprocess_record(record, allow_flat_leads=True)

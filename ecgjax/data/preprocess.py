@@ -12,7 +12,7 @@ import scipy.signal
 
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import to_canonical
-from ecgjax.data.readers import validate_record
+from ecgjax.data.readers import flat_leads, validate_record
 from ecgjax.data.record import ECGRecord
 
 OUT_OF_RANGE_MV = 60.0        # telemetry paper §3: values beyond ±60 mV are removed
@@ -179,19 +179,23 @@ def least_noisy_windows(signal: np.ndarray, fs: float, window_s: float = 60.0, b
 
 def preprocess_record(record: ECGRecord, target_fs: float = 250.0, bandpass: tuple[float, float] | None = None,
                       *, limit_mv: float = OUT_OF_RANGE_MV, out_of_range: str = "zero",
-                      max_out_of_range_fraction: float = 0.5, validate: bool = True):
+                      max_out_of_range_fraction: float = 0.5, validate: bool = True,
+                      allow_flat_leads: bool = False):
     """Turns a record into the model's input form (paper 003: 250 Hz, mV; telemetry paper: ±60 mV).
 
     Steps: `validate_record` -> ±`limit_mv` rule on the native signal (`clip_out_of_range`,
     'zero' or 'flag'; records mostly out of range are rejected) -> optional zero-phase band-pass
     `bandpass=(low_hz, high_hz)` -> anti-aliased resampling to `target_fs` -> canonical 12-lead order.
 
+    With `allow_flat_leads`, a constant lead (electrode off) is treated as absent: zeroed and
+    masked out, rather than refusing the record.
+
     Returns:
       (signal [time at target_fs, 12] float32 mV, lead_mask [12] bool: True where the lead is present).
     Raises ECGInputError naming the record's file for anything unusable.
     """
     if validate:
-        validate_record(record)
+        validate_record(record, allow_flat_leads=allow_flat_leads)
     source = record.path or f"{record.source}:{record.record_id}"
     if out_of_range not in ("zero", "flag"):
         raise ValueError("preprocess_record keeps time continuous: out_of_range must be 'zero' or 'flag'")
@@ -199,5 +203,11 @@ def preprocess_record(record: ECGRecord, target_fs: float = 250.0, bandpass: tup
                                   max_fraction=max_out_of_range_fraction, source=source)
     if bandpass is not None:
         signal = _bandpass_filter(signal, record.fs, *bandpass)
+    flat = flat_leads(record.signal) if allow_flat_leads else None
     signal = resample(signal, record.fs, target_fs)
+    if flat is not None and flat.any():
+        signal = np.where(flat[None, :], 0.0, signal).astype(np.float32)
+        present = [name for name, is_flat in zip(record.lead_names, flat) if not is_flat]
+        signal, mask = to_canonical(signal[:, ~flat], present, source)
+        return signal, mask
     return to_canonical(signal, record.lead_names, source)

@@ -55,12 +55,19 @@ _BEAT_SYMBOLS = frozenset(
 # Validation
 # --------------------------------------------------------------------------------------------
 
-def validate_record(record: ECGRecord) -> ECGRecord:
+def flat_leads(signal: np.ndarray) -> np.ndarray:
+    """[leads] bool: True where a lead of [time, leads] is constant (no signal, e.g. electrode off)."""
+    return signal.max(axis=0) == signal.min(axis=0)
+
+
+def validate_record(record: ECGRecord, *, allow_flat_leads: bool = False) -> ECGRecord:
     """Checks a record is usable as it is and returns it unchanged.
 
     Raises ECGInputError (naming `record.path` or its id) for: an absurd or missing sampling rate,
     a signal that is not [time, leads] or is empty, a lead count different from the lead names,
-    unknown or repeated lead names, non-finite samples, and flat (constant) leads.
+    unknown or repeated lead names, non-finite samples, and flat (constant) leads. With
+    `allow_flat_leads` (ingest), some flat leads are accepted, to be masked as absent
+    (`preprocess_record`); a record whose every lead is flat is still refused.
     """
     source = record.path or f"{record.source}:{record.record_id}"
     fs = record.fs
@@ -80,8 +87,8 @@ def validate_record(record: ECGRecord) -> ECGRecord:
     if not finite.all():
         bad_leads = [record.lead_names[i] for i in np.flatnonzero(~finite.all(axis=0))]
         raise ECGInputError(source, f"{int((~finite).sum())} NaN/infinite samples in leads {bad_leads}")
-    flat = signal.max(axis=0) == signal.min(axis=0)
-    if flat.any():
+    flat = flat_leads(signal)
+    if flat.any() and not (allow_flat_leads and not flat.all()):
         raise ECGInputError(source, f"flat (constant) leads {[record.lead_names[i] for i in np.flatnonzero(flat)]}")
     return record
 
@@ -200,7 +207,7 @@ def _as_text(value) -> str | None:
 
 
 def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
-              metadata: dict | None = None) -> ECGRecord:
+              metadata: dict | None = None, allow_flat_leads: bool = False) -> ECGRecord:
     """Reads one WFDB record (path without extension) into an ECGRecord in mV.
 
     Samples are read as digital values, checked against the header (length and checksums, which
@@ -241,7 +248,7 @@ def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
                   **(metadata or {})},
         path=str(header_path),
     )
-    return validate_record(result)
+    return validate_record(result, allow_flat_leads=allow_flat_leads)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Ingest: parallel shards, resume after interruption, rejected-records manifest, PTB-XL counts."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgjax.data import store as store_lib
+from ecgjax.data.ingest import (_metadata_table, _ptbxl_items, build_synthetic_store, format_summary, ingest, ingest_records,
+                                parse_synthetic_spec)
+from ecgjax.data.readers import load_ptbxl_table
+from ecgjax.data.splits import SplitConfig
+from ecgjax.data.synthetic import generate_cohort
+
+SPEC = "patients=12,records=2,seed=5"
+
+
+def _shard_mtimes(output):
+    return {p.parent.name: p.stat().st_mtime_ns for p in (output / "shards").glob("*/signals.npy")}
+
+
+def test_parallel_ingest_then_resume_redoes_only_the_unfinished_shard(tmp_path):
+    output = tmp_path / "store"
+    first = ingest("synthetic", SPEC, output, workers=2, shard_size=3, progress=False)
+    assert (first["records"], first["patients"], first["rejected"]) == (24, 12, 0)
+    assert first["shards_written"] == [0, 1, 2, 3]
+    before = _shard_mtimes(output)
+    reference = store_lib.ECGStore(output)
+
+    # Interruption: shard 2 lost its completion marker, and a crashed writer left a temp folder.
+    (store_lib.shard_dir(output, 2) / store_lib.COMPLETE_MARKER).unlink()
+    (output / "shards" / "shard_00001.tmp-999").mkdir()
+    second = ingest("synthetic", SPEC, output, workers=0, shard_size=3, progress=False)
+    assert second["shards_written"] == [2]
+    after = _shard_mtimes(output)
+    assert {k for k in before if before[k] != after[k]} == {"shard_00002"}
+    resumed = store_lib.ECGStore(output)
+    pd.testing.assert_frame_equal(resumed.metadata, reference.metadata)
+    for i in range(len(resumed)):
+        np.testing.assert_array_equal(resumed.read(i), reference.read(i))
+
+    # A shard folder that vanished entirely is redone too; nothing else is.
+    shutil.rmtree(store_lib.shard_dir(output, 0))
+    assert ingest("synthetic", SPEC, output, workers=0, shard_size=3, progress=False)["shards_written"] == [0]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    ingest("synthetic", SPEC, tmp_path, workers=0, shard_size=50, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        ingest("synthetic", SPEC, tmp_path, workers=0, shard_size=4, progress=False)
+
+
+def test_synthetic_store_matches_generate_cohort_and_is_cached(tmp_path):
+    store = build_synthetic_store(tmp_path, num_patients=5, records_per_patient=2, seed=1)
+    cohort = generate_cohort(5, 2, seed=1)
+    assert list(store.metadata.record_id) == [r.record_id for r in cohort]
+    assert store.config["label_columns"]  # one 0/1 column per synthetic condition
+    mtime = (tmp_path / "store.json").stat().st_mtime_ns
+    again = build_synthetic_store(tmp_path, num_patients=5, records_per_patient=2, seed=1)
+    assert (tmp_path / "store.json").stat().st_mtime_ns == mtime and len(again) == 10
+    with pytest.raises(ValueError, match="another store"):
+        build_synthetic_store(tmp_path, num_patients=6, records_per_patient=2, seed=1)
+    assert parse_synthetic_spec("patients=3,records=1,seed=2,duration_s=12.5") == {
+        "num_patients": 3, "records_per_patient": 1, "seed": 2, "duration_s": 12.5}
+
+
+def _ptbxl_subset(ptbxl_dir, tmp_path, ecg_ids):
+    """A PTB-XL root holding only some records (tables filtered, signals linked)."""
+    root = tmp_path / "ptbxl"
+    root.mkdir()
+    table = pd.read_csv(ptbxl_dir / "ptbxl_database.csv")
+    table[table.ecg_id.isin(ecg_ids)].to_csv(root / "ptbxl_database.csv", index=False)
+    shutil.copy(ptbxl_dir / "scp_statements.csv", root)
+    os.symlink(ptbxl_dir / "records100", root / "records100")
+    return root
+
+
+def test_rejected_records_go_to_the_manifest_and_ingest_carries_on(ptbxl_dir, tmp_path):
+    corpus = tmp_path / "wfdb"
+    corpus.mkdir()
+    table = pd.read_csv(ptbxl_dir / "ptbxl_database.csv").head(4)
+    names = []
+    for stem in table.filename_lr:
+        name = os.path.basename(stem)
+        for part in sorted((ptbxl_dir / stem).parent.glob(name + "*")):
+            shutil.copy(part, corpus)
+        names.append(name)
+    (corpus / f"{names[1]}_1.dat").write_bytes(b"\x00garbage")  # corrupt signal file
+    header = corpus / f"{names[2]}.hea"
+    first, *rest = header.read_text().splitlines()
+    fields = first.split()
+    fields[2] = "1e6"  # absurd sampling rate
+    header.write_text("\n".join([" ".join(fields), *rest]) + "\n")
+    summary = ingest("wfdb", corpus, tmp_path / "store", workers=0, shard_size=2, progress=False)
+    assert (summary["records"], summary["rejected"]) == (2, 2)
+    rejected = pd.read_csv(tmp_path / "store" / "rejected.csv").set_index("record")
+    assert set(rejected.index) == {names[1], names[2]}
+    assert "sampling rate" in rejected.loc[names[2], "reason"]
+    assert rejected.loc[names[1], "path"].startswith(str(corpus))
+    store = store_lib.ECGStore(tmp_path / "store")
+    assert list(store.metadata.record_id) == [names[0], names[3]]
+    assert store.read(0).shape == (2500, 12)  # 10 s at 100 Hz resampled to 250 Hz
+
+
+def test_ptbxl_subset_ingest_labels_folds_and_float16_error(ptbxl_dir, tmp_path):
+    all_ids = pd.read_csv(ptbxl_dir / "ptbxl_database.csv").ecg_id
+    ids = list(all_ids.iloc[::400])  # 34 records across all folds
+    root = _ptbxl_subset(ptbxl_dir, tmp_path, ids)
+    summary = ingest("ptbxl", root, tmp_path / "store", workers=0, shard_size=10, progress=False)
+    expected = load_ptbxl_table(root)
+    assert summary["records"] == len(ids) and summary["patients"] == expected.patient_id.nunique()
+    for name in ("NORM", "MI", "STTC", "CD", "HYP"):
+        assert summary["labels"][name]["count"] == int(expected[name].sum())
+    store = store_lib.ECGStore(tmp_path / "store")
+    meta = store.metadata
+    assert list(meta.record_id) == [str(i) for i in expected.ecg_id]
+    assert set(meta.split[meta.strat_fold == 9]) == {"val"} and set(meta.split[meta.strat_fold <= 8]) == {"train"}
+    assert meta.groupby("patient_id").split.nunique().max() == 1
+    # float16 storage error against the float32 preprocessed signal.
+    from ecgjax.data.preprocess import preprocess_record
+    from ecgjax.data.readers import read_wfdb
+    row = expected.iloc[0]
+    exact, _ = preprocess_record(read_wfdb(root / row.filename))
+    assert np.abs(store.read(0) - exact).max() < 2e-3 + 2 ** -11 * np.abs(exact).max()
+
+
+def test_full_ptbxl_label_counts_from_the_metadata_table(ptbxl_dir):
+    """The counts the summary reports for the whole shared PTB-XL (signals are not read here;
+    the full ingest is run by benchmarks/loader.py and recorded in benchmarks/RESULTS.md)."""
+    rows = [{"record_id": item["record_id"], "patient_id": item["patient_id"], "metadata": item["metadata"]}
+            for item in _ptbxl_items(ptbxl_dir, sampling_rate=100)]
+    table, labels = _metadata_table(rows)
+    assert labels[:5] == ["NORM", "MI", "STTC", "CD", "HYP"]
+    assert (len(table), table.patient_id.nunique()) == (13320, 11600)
+    counts = {name: int(table[name].sum()) for name in labels[:5]}
+    assert counts == {"NORM": 5896, "MI": 3409, "STTC": 3275, "CD": 3061, "HYP": 1675}
+    assert [round(100 * table[n].mean(), 1) for n in labels[:5]] == [44.3, 25.6, 24.6, 23.0, 12.6]
+
+
+def test_ingest_records_and_the_command_line(tmp_path):
+    summary = ingest_records(generate_cohort(3, 1, seed=0), tmp_path / "mem", shard_size=2)
+    assert summary["records"] == 3 and store_lib.ECGStore(tmp_path / "mem").config["num_shards"] == 2
+    assert "records: 3" in format_summary(summary)
+    result = subprocess.run(
+        [sys.executable, "-m", "ecgjax.data.ingest", "--source=synthetic", "--input=patients=4,records=1,seed=0",
+         f"--output={tmp_path / 'cli'}", "--workers=0", "--split_method=hash", "--val_fraction=0.5"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "records: 4" in result.stdout and "patients: 4" in result.stdout and "rejected: 0" in result.stdout
