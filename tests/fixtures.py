@@ -73,3 +73,34 @@ def write_code15_fixture(directory, exams_per_part=(3, 2), *, active_samples=(40
     table = pd.DataFrame(rows)
     table.drop(columns="num_samples").to_csv(directory / "exams.csv", index=False)
     return table
+
+
+def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dict[str, str]:
+    """Writes the PhysioNet/CinC 2017 layout: RECORDS, REFERENCE.csv ('A00001,N') and single-lead
+    WFDB records 'A000NN' (lead named 'ECG', 300 Hz, mV) of 9-30 s. Classes cycle N, A, O, ~:
+    N regular beats, A irregular RR without P-like waves, O regular with wide beats, ~ mostly noise.
+    Returns {record: label}."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    fs, labels = 300, {}
+    for i in range(n_records):
+        name, label = f"A{i + 1:05d}", "NAO~"[i % 4]
+        n = int(rng.uniform(9, 30) * fs)
+        t = np.arange(n) / fs
+        rr = rng.uniform(0.4, 1.2, 200) if label == "A" else np.full(200, rng.uniform(0.7, 1.0))
+        beats = np.cumsum(rr)
+        width = 0.03 if label == "O" else 0.012
+        signal = np.zeros(n)
+        for b in beats[beats < t[-1]]:
+            signal += np.exp(-((t - b) / width) ** 2)
+            if label != "A":
+                signal += 0.15 * np.exp(-((t - b + 0.16) / 0.02) ** 2)
+        noise = 0.5 if label == "~" else 0.02
+        signal += noise * rng.standard_normal(n)
+        wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["ECG"], p_signal=signal[:, None], fmt=["16"],
+                    write_dir=str(directory))
+        labels[name] = label
+    (directory / "RECORDS").write_text("".join(f"{name}\n" for name in labels))
+    (directory / "REFERENCE.csv").write_text("".join(f"{name},{label}\n" for name, label in labels.items()))
+    return labels

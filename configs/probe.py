@@ -1,0 +1,51 @@
+"""Linear probing / fine-tuning of a pretrained encoder on one downstream task (003 §3.2.2, 000 §4.2).
+
+    python experiments/probe.py --config=configs/probe.py --config.checkpoint=runs/hl \
+        --config.task=MI --config.mode=linear --workdir=runs/hl/probe
+    python experiments/probe.py --config=configs/probe.py:runlocal --config.checkpoint=runs/hl \
+        --config.task=superclass --config.mode=finetune --config.data.store=stores/ptbxl \
+        --config.folds.train=1-7 --config.folds.val=8 --config.folds.test=9 --workdir=runs/hl/probe
+
+init: 'pretrained' (the checkpoint's encoder), 'random' (same architecture, random weights:
+the baseline of 003 Table 4) or 'supervised' (trained end to end from scratch: Table 5).
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""              # pretraining workdir (experiments/pretrain.py --workdir)
+    # Pretraining config whose encoder a baseline builds when no checkpoint is given.
+    c.encoder_config = "configs/hybrid.py"
+    c.init = "pretrained"          # pretrained | random | supervised
+    c.mode = "linear"              # linear | finetune
+    c.task = "MI"                  # see ecgjax.eval.tasks.get_task; 'csv:/path/labels.csv:column[:type]'
+    c.leads = ""                   # comma-separated lead names overriding the task's (e.g. 'II')
+    # 'select': keep only the task's input channels of the first layer; 'zero': keep all 12
+    # channels and feed zeros in the absent leads.
+    c.lead_adaptation = "select"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.store = ""              # '' = the store of the checkpoint's config (synthetic cohort by default)
+    # PTB-XL strat_fold folds (used when the store has strat_fold; else the store's split column).
+    # Standard protocol 1-8 / 9 / 10; a copy with folds 1-9 only: 1-7 / 8 / 9.
+    c.folds = ml_collections.ConfigDict(dict(train="1-8", val="9", test="10"))
+
+    c.data_fraction = 1.0          # share of training patients kept (protocols.subsample_patients)
+    c.case_ratio = 0.0             # target prevalence for binary tasks (0 = natural)
+    c.seeds = 5
+    c.first_seed = 0
+
+    c.optim = ml_collections.ConfigDict(dict(
+        batch_size=64, eval_batch_size=256,
+        linear_epochs=30, linear_lr=1e-3, linear_weight_decay=0.0,   # linear head stage
+        epochs=20, lr=1e-4, weight_decay=1e-5,                        # all weights (003)
+    ))
+    c.bootstrap = 1000             # patient-level bootstrap resamples for the CIs (0 = none)
+    c.save_model = False           # also save each seed's Classifier under workdir/models/
+
+    if arg and "runlocal" in str(arg):
+        c.seeds = 2
+        c.bootstrap = 20
+        c.optim.update(dict(batch_size=16, eval_batch_size=32, linear_epochs=5, epochs=2))
+    return c

@@ -1,0 +1,264 @@
+"""Probe / fine-tune driver: encoder from a checkpoint (or a baseline) -> task data -> runs -> JSON.
+
+    runs = run_probe(config, output_dir)      # config: configs/probe.py
+
+For each seed: the training split is thinned at patient level (protocols: data fraction, case
+ratio; validation and test untouched), a Classifier is trained (classifier.train_classifier),
+test metrics (metrics.compute_metrics) and patient-level bootstrap CIs are computed, and one run
+JSON is written (report.write_run_json). The mean ± std over seeds goes to
+output_dir/summary_<task>_<mode>.json.
+
+Report modes: pretrained + linear -> 'linear'; pretrained + finetune -> 'finetune';
+random init -> 'random_init' (linear probe on random weights, 003 Table 4 baseline);
+supervised (or random + finetune) -> 'supervised' (all weights from scratch, Table 5 baseline).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+import time
+
+import ml_collections
+import numpy as np
+
+from ecgjax.data.leads import CANONICAL_LEADS
+from ecgjax.data.store import ECGStore
+from ecgjax.eval import metrics as metrics_lib, protocols, report
+from ecgjax.eval.classifier import Classifier, train_classifier
+from ecgjax.eval.tasks import Task, TaskArrays, get_task, load_task_data
+from ecgjax.models import registry
+
+logger = logging.getLogger("ecgjax")
+
+
+def _macro_auprc(y_true, y_score) -> float:
+    values = [metrics_lib.auprc(y_true[:, c], y_score[:, c]) for c in range(y_true.shape[1])]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+# Metrics with bootstrap CIs, per task type (names as in compute_metrics).
+CI_METRICS = {
+    "binary": {"auroc": metrics_lib.auroc, "auprc": metrics_lib.auprc},
+    "multilabel": {"macro_auroc": metrics_lib.macro_auroc, "macro_auprc": _macro_auprc},
+    "multiclass": {"macro_f1": metrics_lib.macro_f1},
+    "regression": {"mae": metrics_lib.mae, "r2": metrics_lib.r2},
+}
+
+
+@dataclasses.dataclass
+class EncoderSource:
+    """Where the encoder comes from: its config, weights (None = random) and pretraining facts."""
+
+    config: dict
+    variables: dict | None
+    pretrain_config: ml_collections.ConfigDict
+    method: str | None
+    pretrain_loss: dict
+    checkpoint: str
+
+
+def load_pretrain_config_file(spec: str) -> ml_collections.ConfigDict:
+    """'configs/hybrid.py[:arg]' -> that file's get_config(arg)."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_pretrain_config", path)
+    if module_spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: pretraining config file not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def last_pretrain_loss(workdir) -> dict:
+    """The loss parts (report.LOSS_PARTS) of the last line of workdir/metrics.jsonl ({} if none)."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        return {}
+    last = json.loads(lines[-1])
+    return {part: float(last[part]) for part in report.LOSS_PARTS if part in last}
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
+    """The checkpoint's encoder (weights only for init 'pretrained'), or the architecture of
+    config.encoder_config when no checkpoint is given (baselines only)."""
+    if config.checkpoint:
+        from ecgjax.train import loop
+
+        checkpoint = os.path.abspath(os.path.expanduser(config.checkpoint))
+        pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
+        weights = loop.encoder_variables(variables) if config.init == "pretrained" else None
+        return EncoderSource(pretrain_config.model.encoder.to_dict(), weights, pretrain_config,
+                             pretrain_config.objective.method.upper() if weights is not None else None,
+                             last_pretrain_loss(checkpoint) if weights is not None else {}, checkpoint)
+    if config.init == "pretrained":
+        raise ValueError("init 'pretrained' needs --config.checkpoint (a pretraining workdir)")
+    pretrain_config = load_pretrain_config_file(config.encoder_config)
+    return EncoderSource(pretrain_config.model.encoder.to_dict(), None, pretrain_config, None, {}, "")
+
+
+def adapt_encoder(encoder_config: dict, variables: dict | None, task: Task, lead_adaptation: str = "select"):
+    """Fits the encoder's first layer to the task's leads; returns (config, variables, input leads).
+
+    - encoder trained on 12 leads, task on fewer: 'select' keeps those input channels of the
+      first-layer kernel (input [.., len(task.leads)]); 'zero' keeps all 12 (absent leads fed as 0).
+    - encoder trained on 1 lead, task on n: filters duplicated n times and scaled by 1/n (001).
+    A random encoder is simply built for the task's leads.
+    """
+    config = dict(encoder_config)
+    from_leads = int(config.get("in_leads") or 12)
+    leads = tuple(task.leads)
+    if lead_adaptation == "zero" and from_leads == 12:
+        leads = CANONICAL_LEADS
+    if variables is not None and from_leads != len(leads):
+        if from_leads == 1:
+            params = registry.adapt_input_leads(variables["params"], 1, len(leads))
+        elif from_leads == 12 and lead_adaptation == "select":
+            params = registry.adapt_input_leads(variables["params"], 12, task.lead_columns)
+        else:
+            raise ValueError(f"cannot adapt a {from_leads}-lead encoder to leads {leads}")
+        variables = {**variables, "params": params}
+    config["in_leads"] = len(leads)
+    return config, variables, leads
+
+
+def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
+    """x [N, T, len(leads)] -> [N, T, len(to_leads)] with zeros in the leads not in `leads`."""
+    if tuple(leads) == tuple(to_leads):
+        return arrays
+    x = np.zeros((*arrays.x.shape[:2], len(to_leads)), np.float32)
+    for k, lead in enumerate(leads):
+        x[:, :, list(to_leads).index(lead)] = arrays.x[:, :, k]
+    return dataclasses.replace(arrays, x=x)
+
+
+def report_mode(init: str, mode: str) -> str:
+    if init == "pretrained":
+        if mode not in ("linear", "finetune"):
+            raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
+        return mode
+    if init == "random":
+        return "random_init" if mode == "linear" else "supervised"
+    if init == "supervised":
+        return "supervised"
+    raise ValueError(f"init must be 'pretrained', 'random' or 'supervised', got {init!r}")
+
+
+def training_mode(run_mode: str) -> str:
+    """classifier.train_classifier mode of a report mode."""
+    return {"linear": "linear", "random_init": "linear", "finetune": "finetune",
+            "supervised": "supervised"}[run_mode]
+
+
+def cell_of(encoder_config: dict, method: str | None) -> dict:
+    if str(encoder_config.get("name")) == "vit1d":
+        return {"patch": encoder_config.get("patch"), "depth": encoder_config.get("depth"),
+                "width": encoder_config.get("width"), "method": method}
+    return {"patch": None, "depth": encoder_config.get("name"), "width": encoder_config.get("chan_start"),
+            "method": method}
+
+
+def scarce_training_set(train: TaskArrays, task: Task, data_fraction: float, case_ratio: float,
+                        seed: int) -> TaskArrays:
+    """Training records of a patient-level subsample (003 §4.5; fixed seed, nested across levels)."""
+    keep = np.ones(len(train), bool)
+    binary = train.y if task.type == "binary" else None
+    if case_ratio:
+        if task.type != "binary":
+            raise ValueError(f"case_ratio needs a binary task; {task.name!r} is {task.type}")
+        keep &= protocols.case_ratio_subsample(train.y, train.patient, case_ratio, seed)
+    if data_fraction < 1.0:
+        kept = train.subset(keep)
+        inner = protocols.subsample_patients(kept.patient, data_fraction, seed, labels=binary[keep]
+                                             if binary is not None else None)
+        keep[np.flatnonzero(keep)[~inner]] = False
+    return train.subset(keep)
+
+
+def _task_for(config, store: ECGStore, window_s: float) -> Task:
+    leads = [lead.strip() for lead in config.leads.split(",") if lead.strip()] if config.leads else None
+    return get_task(config.task, list(store.metadata.columns), leads=leads, window_s=window_s)
+
+
+def test_metrics(task: Task, y_true, scores, patients, n_bootstrap: int, seed: int) -> tuple[dict, dict]:
+    """(compute_metrics dict, {metric: [lower, upper]}) with a patient-level bootstrap."""
+    names = task.output_names if task.type != "binary" else None
+    values = metrics_lib.compute_metrics(task.type, y_true, scores, class_names=names)
+    ci = {}
+    if n_bootstrap:
+        for name, fn in CI_METRICS[task.type].items():
+            interval = metrics_lib.bootstrap_ci(fn, y_true, scores, n=n_bootstrap, seed=seed, patient_ids=patients)
+            ci[name] = [interval["lower"], interval["upper"]]
+    return values, ci
+
+
+def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
+    """Trains and evaluates one (encoder, task, mode, fraction, ratio) over config.seeds seeds.
+
+    Returns the run records (report schema dicts), also written as JSON under output_dir.
+    """
+    import warnings
+
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_mode = report_mode(config.init, config.mode)
+    source = load_encoder(config)
+    if config.data.store:
+        store = ECGStore(os.path.expanduser(config.data.store))
+    else:
+        from ecgjax.train import loop
+
+        store = loop.open_store(source.pretrain_config.data)
+    window_s = int(source.config.get("num_samples", 2500)) / store.fs
+    if abs(store.fs - float(source.pretrain_config.data.fs)) > 1e-6:
+        raise ValueError(f"store at {store.fs:g} Hz but the encoder was pretrained at "
+                         f"{source.pretrain_config.data.fs:g} Hz; ingest with --target_fs to match")
+    task = _task_for(config, store, window_s)
+    encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task,
+                                                              config.lead_adaptation)
+    data = load_task_data(store, task, config.folds.to_dict() if config.folds else None)
+    data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
+    task = dataclasses.replace(task, leads=input_leads)
+    logger.info("probe %s on %s (%s): train %d, val %d, test %d records", run_mode, task.name, task.type,
+                len(data["train"]), len(data["val"]), len(data["test"]))
+    case_ratio = float(config.case_ratio) or None
+    runs = []
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        started = time.perf_counter()
+        train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
+        classifier, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
+                                               training_mode(run_mode), config.optim, seed, fs=store.fs)
+        test = data["test"]
+        scores = _scores(classifier, test.x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics_lib.DegenerateMetricWarning)
+            values, ci = test_metrics(task, test.y, scores, test.patient, int(config.bootstrap), seed)
+        if config.save_model:
+            classifier.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
+        best = max((h for h in history), key=lambda h: (np.nan_to_num(h["val_score"], nan=-np.inf)))
+        record = report.RunRecord(
+            cell=cell_of(source.config, source.method), mode=run_mode, task=task.name, seed=seed,
+            metrics=values, task_type=task.type, data_fraction=float(config.data_fraction),
+            case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
+            extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),
+                   "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
+                   "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
+                   "seconds": round(time.perf_counter() - started, 2)})
+        path = report.write_run_json(output_dir, record)
+        logger.info("seed %d: %s -> %s", seed, {k: round(v, 4) for k, v in values.items()}, path)
+        runs.append(record.to_json())
+    summary = metrics_lib.aggregate_runs([r["metrics"] for r in runs])
+    (output_dir / f"summary_{task.name}_{run_mode}.json").write_text(json.dumps(summary, indent=2))
+    return runs
+
+
+def _scores(classifier: Classifier, x: np.ndarray) -> np.ndarray:
+    from ecgjax.eval.classifier import to_outputs
+
+    return to_outputs(classifier.task, classifier.logits(x), classifier.target_scale)

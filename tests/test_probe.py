@@ -1,0 +1,190 @@
+"""Probe / fine-tune driver and saved classifiers, end to end on a tiny pretrained encoder."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import probe as probe_config
+from ecgjax.data.ingest import build_synthetic_store
+from ecgjax.eval import classifier as clf_lib, probe, tasks
+from ecgjax.eval.report import read_runs
+from ecgjax.models import registry
+from fixtures import write_cinc2017_fixture
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1)
+
+
+@pytest.fixture(scope="session")
+def syn_store(tmp_path_factory):
+    return build_synthetic_store(tmp_path_factory.mktemp("probe") / "store", 48, 2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(syn_store, tmp_path_factory):
+    """A generative (MAE) ViT pretrained for 2 steps on the tiny store."""
+    from ecgjax.train import loop
+
+    config = probe.load_pretrain_config_file(os.path.join(REPO, "configs/generative.py:runlocal"))
+    config.data.store = str(syn_store.path)
+    config.train.num_steps = 2
+    config.train.batch_size = 16
+    workdir = tmp_path_factory.mktemp("pretrain") / "run"
+    loop.pretrain(config, str(workdir))
+    return str(workdir)
+
+
+def _config(**changes):
+    c = probe_config.get_config("runlocal")
+    c.seeds = 1
+    c.bootstrap = 10
+    c.optim.update(TINY_OPTIM)
+    c.encoder_config = os.path.join(REPO, "configs/generative.py:runlocal")
+    for key, value in changes.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.mark.parametrize("init,mode,task,expected", [
+    ("pretrained", "finetune", "age", "finetune"), ("random", "linear", "wide_qrs", "random_init"),
+    ("supervised", "finetune", "age", "supervised")])
+def test_modes_write_runs(checkpoint, syn_store, tmp_path, init, mode, task, expected):
+    # age runs on lead II only (first-layer channel selection) and share one compiled step.
+    leads = "II" if task == "age" else ""
+    runs = probe.run_probe(_config(checkpoint=checkpoint, init=init, mode=mode, task=task, leads=leads,
+                                   **{"data.store": str(syn_store.path)}), tmp_path)
+    assert len(runs) == 1
+    run = read_runs(tmp_path)[0]
+    assert run.mode == expected and run.task == task
+    if task == "age":
+        assert run.task_type == "regression" and set(run.metrics) == {"mae", "r2"} == set(run.ci)
+        assert 0 < run.metrics["mae"] < 60  # in years, not standardised units
+        assert run.extra["leads"] == ["II"]
+    else:
+        assert run.task_type == "binary" and set(run.metrics) == {"auroc", "auprc", "f1", "fmax"}
+        assert set(run.ci) == {"auroc", "auprc"}
+    assert run.cell["patch"] == 125 and run.cell["width"] == 64
+    if init == "pretrained":
+        assert run.cell["method"] == "GL" and run.pretrain_loss["reconstruction"] > 0
+    else:
+        assert run.cell["method"] is None and run.pretrain_loss == {}
+    assert (tmp_path / f"summary_{task}_{expected}.json").is_file()
+
+
+def test_cli_entry_point(checkpoint, syn_store, tmp_path):
+    args = [sys.executable, os.path.join(REPO, "experiments/probe.py"),
+            "--config=" + os.path.join(REPO, "configs/probe.py:runlocal"), f"--config.checkpoint={checkpoint}",
+            f"--config.data.store={syn_store.path}", "--config.task=afib", "--config.seeds=1",
+            "--config.optim.linear_epochs=2", "--config.bootstrap=5", f"--workdir={tmp_path}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = read_runs(tmp_path)
+    assert run.task == "afib" and run.mode == "linear" and "auroc" in run.metrics  # NaN if test lacks AF
+    assert run.cell["method"] == "GL" and (tmp_path / "summary_afib_linear.json").is_file()
+
+
+def test_multilabel_metrics(checkpoint, syn_store, tmp_path):
+    multi = probe.run_probe(_config(checkpoint=checkpoint, task="conditions",
+                                    **{"data.store": str(syn_store.path)}), tmp_path)[0]
+    assert {"macro_auroc", "macro_auprc", "fmax", "auroc/afib"} <= set(multi["metrics"])
+    assert multi["task_type"] == "multilabel" and "macro_auroc" in multi["ci"]
+
+
+def test_cinc2017_multiclass(tmp_path):
+    write_cinc2017_fixture(tmp_path / "cinc", n_records=40, seed=1)
+    store = tasks.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    run = probe.run_probe(_config(init="random", task="cinc2017", **{"data.store": str(store.path)}),
+                          tmp_path / "out")[0]
+    assert {"macro_f1", "accuracy", "f1/N", "f1/A", "f1/O", "f1/~"} <= set(run["metrics"])
+    assert run["extra"]["leads"] == ["I"] and "macro_f1" in run["ci"]
+
+
+def test_label_scarcity_is_patient_level():
+    patient = np.repeat(np.arange(40), 3)
+    y = (patient % 4 == 0).astype(np.float32)
+    train = tasks.TaskArrays(x=np.zeros((120, 4, 1), np.float32), y=y, patient=patient,
+                             record_index=np.arange(120))
+    task = tasks.Task("t", "binary", ("t",))
+    small = probe.scarce_training_set(train, task, 0.25, 0.0, seed=3)
+    assert len(np.unique(small.patient)) == 10 and len(small) == 30  # whole patients
+    assert set(np.unique(small.y)) == {0.0, 1.0}
+    assert probe.scarce_training_set(train, task, 0.25, 0.0, seed=3).record_index.tolist() == \
+        small.record_index.tolist()  # fixed seed
+    rare = probe.scarce_training_set(train, task, 1.0, 0.05, seed=0)
+    assert abs(rare.y.mean() - 0.05) < 0.03 and len(np.unique(rare.patient[rare.y == 0])) == 30
+    both = probe.scarce_training_set(train, task, 0.5, 0.05, seed=0)
+    assert set(both.record_index) <= set(rare.record_index)
+    for p in np.unique(both.patient):
+        assert (both.patient == p).sum() == 3
+
+
+def _tiny_vit(in_leads):
+    return dict(name="vit1d", num_samples=250, patch=25, depth=1, width=32, heads=2, in_leads=in_leads)
+
+
+def test_lead_adaptation_equivalence():
+    rng = np.random.default_rng(0)
+    config = _tiny_vit(12)
+    encoder = registry.build_encoder(config)
+    variables = encoder.init(jax.random.PRNGKey(0), registry.example_input(config, 2), train=False)
+    lead_ii = tasks.get_task("MI", leads=["II"])
+    x = rng.standard_normal((3, 250, 1)).astype(np.float32)
+    # select: a 1-channel kernel fed lead II; zero: the 12-lead kernel with absent leads zeroed.
+    sel_config, sel_vars, leads = probe.adapt_encoder(config, dict(variables), lead_ii, "select")
+    assert leads == ("II",) and sel_config["in_leads"] == 1
+    zero_config, zero_vars, zero_leads = probe.adapt_encoder(config, dict(variables), lead_ii, "zero")
+    assert len(zero_leads) == 12
+    full = probe.zero_fill_leads(tasks.TaskArrays(x, np.zeros(3), np.zeros(3), np.zeros(3)), leads, zero_leads).x
+    assert np.all(full[:, :, 0] == 0) and np.array_equal(full[:, :, 1], x[:, :, 0])
+    selected = registry.build_encoder(sel_config).apply(sel_vars, x, train=False)
+    zeroed = registry.build_encoder(zero_config).apply(zero_vars, full, train=False)
+    np.testing.assert_allclose(selected, zeroed, rtol=1e-5, atol=1e-5)
+    # 001: a 1-lead encoder on 12 identical leads equals the 1-lead encoder on that lead.
+    one = _tiny_vit(1)
+    one_vars = registry.build_encoder(one).init(jax.random.PRNGKey(1), registry.example_input(one, 2), train=False)
+    twelve_config, twelve_vars, _ = probe.adapt_encoder(one, dict(one_vars), tasks.get_task("MI"))
+    np.testing.assert_allclose(
+        registry.build_encoder(twelve_config).apply(twelve_vars, np.repeat(x, 12, axis=2), train=False),
+        registry.build_encoder(one).apply(one_vars, x, train=False), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("task,config", [
+    (tasks.Task("hr", "regression", ("hr",), leads=("I", "II"), window_s=1.0), _tiny_vit(2)),
+    # ResNet: BatchNorm statistics trained and saved
+    (tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A", "O"), leads=("I", "II"), window_s=1.0),
+     dict(name="resnet18v2", chan_start=4, in_leads=2, num_samples=250))])
+def test_classifier_save_load_round_trip(task, config, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 250, 2)).astype(np.float32)
+    y = (rng.uniform(50, 120, 24).astype(np.float32) if task.type == "regression"
+         else rng.integers(0, 3, 24).astype(np.int32))
+    model, history = clf_lib.train_classifier(config, None, (x[:16], y[:16]), (x[16:], y[16:]), task,
+                                              "finetune", dict(TINY_OPTIM, batch_size=8), seed=0)
+    assert [h["stage"] for h in history] == ["linear"] * 3 + ["finetune"]
+    if config["name"].startswith("resnet"):
+        assert "batch_stats" in model.variables
+    before = model.predict(x)
+    model.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "classifier.json").read_text())["leads"] == ["I", "II"]
+    loaded = clf_lib.load_classifier(tmp_path / "model", batch_size=5)
+    after = loaded.predict(x)
+    assert list(after) == list(task.output_names) and loaded.leads == ("I", "II")
+    assert loaded.fs == 250.0 and loaded.window_s == 1.0 and loaded.output_names == task.output_names
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-5, atol=1e-5)
+    if task.type == "multiclass":
+        np.testing.assert_allclose(sum(after.values()), 1.0, rtol=1e-5)
+    else:
+        assert 20 < after["hr"].mean() < 200  # raw units
+    with pytest.raises(ValueError, match="windows must be"):
+        loaded.predict(x[:, :, :1])
