@@ -10,6 +10,8 @@ import wfdb
 
 from ecgjax.annotate import heart_rate, outputs, reference, run, windows
 from ecgjax.data.errors import ECGInputError
+from ecgjax.data.preprocess import resample
+from ecgjax.data.readers import read_annotations
 
 FS = 360.0
 
@@ -147,7 +149,7 @@ def test_reference_af_label_majority_or_any():
 
 
 def test_reference_tracks_of_mitdb_201(mitdb_dir):
-    ref = reference.read_reference(str(mitdb_dir / "201"))
+    ref = read_annotations(str(mitdb_dir / "201"))
     assert ("AFIB" in {label for _, _, label in ref.rhythms}) and ref.fs == 360
     tracks = reference.reference_tracks(str(mitdb_dir / "201"), 10, 10)
     assert tracks["af"][0] == 1 and 0 < tracks["af"].mean() < 1   # starts in AF, has sinus stretches
@@ -158,7 +160,7 @@ def test_reference_tracks_of_mitdb_201(mitdb_dir):
 
 def test_resampling_360_to_250_keeps_beat_timing():
     signal, beats = synthetic_ecg(75, duration_s=20)
-    resampled = run.resample(signal, 360, 250)
+    resampled = resample(signal, 360, 250)
     assert resampled.shape == (5000, 2)
     peaks, _ = scipy.signal.find_peaks(resampled[:, 0], height=0.6)
     np.testing.assert_allclose(peaks / 250.0, beats, atol=1 / 250)

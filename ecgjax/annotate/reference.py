@@ -1,11 +1,11 @@
 """Reference tracks from expert annotations (MIT-BIH .atr), to evaluate annotation and QRS detection.
 
 MIT-BIH marks each beat with a symbol at its R peak and each rhythm change with a '+' annotation
-whose aux_note names the rhythm that starts there ('(AFIB', '(N', '(B', ...).
+whose aux_note names the rhythm that starts there ('(AFIB', '(N', '(B', ...); ecgjax.data.readers
+.read_annotations parses both.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -15,45 +15,9 @@ from wfdb import processing
 
 from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
 from ecgjax.annotate.windows import window_length, window_starts
-from ecgjax.data.errors import ECGInputError
+from ecgjax.data.readers import read_annotations
 
-# PhysioNet beat annotation codes (https://archive.physionet.org/physiobank/annotations.shtml);
-# the other symbols ('+', '~', '|', '"', ...) mark rhythm, quality or comments, not beats.
-BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 AF_LABELS = ("AFIB",)
-
-
-@dataclasses.dataclass
-class ReferenceAnnotations:
-    """Beats and rhythm episodes of one record.
-
-    beat_samples: [num_beats] int64 R-peak positions.
-    rhythms: list of (start_sample, end_sample, label), label without '(' e.g. 'AFIB', 'N'.
-    fs: sampling rate; num_samples: record length.
-    """
-
-    beat_samples: np.ndarray
-    rhythms: list[tuple[int, int, str]]
-    fs: float
-    num_samples: int
-
-
-def read_reference(record_path: str, extension: str = "atr") -> ReferenceAnnotations:
-    """Reads the beat and rhythm annotations of a WFDB record (path without extension)."""
-    try:
-        header = wfdb.rdheader(record_path)
-        ann = wfdb.rdann(record_path, extension)
-    except (OSError, ValueError) as error:
-        raise ECGInputError(f"{record_path}.{extension}", f"cannot read annotations: {error}") from error
-    symbols = np.asarray(ann.symbol)
-    samples = np.asarray(ann.sample, np.int64)
-    beats = samples[np.isin(symbols, list(BEAT_SYMBOLS))]
-    changes = [(int(s), (note or "").strip("\x00 ").lstrip("("))
-               for s, sym, note in zip(samples, symbols, ann.aux_note) if sym == "+" and (note or "").strip("\x00 ")]
-    num_samples = int(header.sig_len)
-    rhythms = [(start, changes[i + 1][0] if i + 1 < len(changes) else num_samples, label)
-               for i, (start, label) in enumerate(changes)]
-    return ReferenceAnnotations(beats, rhythms, float(header.fs), num_samples)
 
 
 def rhythm_fraction(rhythms, labels, starts: np.ndarray, length: int) -> np.ndarray:
@@ -82,7 +46,7 @@ def reference_tracks(record_path: str, window_s: float, stride_s: float, *, min_
     Returns dict of [num_windows]: 'start_s', 'end_s', 'af' (0/1), 'af_fraction', 'hr_bpm' (from the
     reference beats, NaN with fewer than 2 beats).
     """
-    ref = read_reference(record_path)
+    ref = read_annotations(record_path)
     length = window_length(ref.fs, window_s)
     starts = window_starts(ref.num_samples, ref.fs, window_s, stride_s)
     fraction = rhythm_fraction(ref.rhythms, af_labels, starts, length)
@@ -104,7 +68,7 @@ def qrs_detection_scores(record_path: str, *, lead: int = 0, tolerance_s: float 
     `window_s` window (detected vs reference beats; windows where either is unknown are skipped),
     beat counts and the detector's run time.
     """
-    ref = read_reference(record_path)
+    ref = read_annotations(record_path)
     signal = wfdb.rdrecord(record_path, channels=[lead]).p_signal[:, 0]
     began = time.perf_counter()
     detected = detect_qrs(signal, ref.fs, method=method)

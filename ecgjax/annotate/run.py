@@ -7,14 +7,12 @@ padded, so a jitted function compiles once) and writes NaN where a window was in
 """
 from __future__ import annotations
 
-import fractions
 import glob
 import logging
 import os
 from typing import Callable
 
 import numpy as np
-import scipy.signal
 import wfdb
 
 from ecgjax.annotate import outputs
@@ -22,18 +20,17 @@ from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
 from ecgjax.annotate.windows import extract_windows, window_length, window_quality, window_starts
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
+from ecgjax.data.preprocess import bandpass, resample
 
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], dict]
 
 
-def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """[time, leads] -> [time * fs_out / fs_in, leads] float32, polyphase (scipy.signal.resample_poly)."""
-    if fs_in == fs_out:
-        return np.asarray(signal, np.float32)
-    ratio = fractions.Fraction(fs_out / fs_in).limit_denominator(1000)
-    return scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+def filter_signal(signal: np.ndarray, fs: float, band_hz) -> np.ndarray:
+    """A model's input filter on [time, leads]: band-pass (low, high) Hz, or unchanged when band_hz is None.
+    Applied to the whole model-rate recording before windowing (no edge effects per window)."""
+    return np.asarray(signal, np.float32) if band_hz is None else bandpass(signal, fs, band_hz[0], band_hz[1])
 
 
 def _canonical_or_raw(name: str) -> str:
@@ -84,7 +81,8 @@ def _predict_batches(signal: np.ndarray, starts: np.ndarray, length: int, predic
 
 def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: PredictFn, *, model_fs: float,
                        model_leads, window_s: float, stride_s: float, batch_size: int = 64, lead=None,
-                       qrs_heart_rate: bool = True, source: str = "<recording>") -> dict[str, np.ndarray]:
+                       qrs_heart_rate: bool = True, qrs_fs: float | None = None, band_hz=None,
+                       source: str = "<recording>") -> dict[str, np.ndarray]:
     """Per-window tracks of a model's outputs over a recording of any length.
 
     Args:
@@ -97,6 +95,10 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
       lead: for a single-lead model, the recording lead (name or column) to feed it.
       qrs_heart_rate: add 'qrs_hr_bpm', the heart rate from QRS detection on the first model lead
         (a reference track that needs no model).
+      qrs_fs: run the QRS detector on the lead resampled to this rate (None: the recording's own).
+        XQRS time scales with the rate: at 150 Hz it is ~3x faster than at 360 Hz, with the same
+        window heart rates on most MIT-BIH records (see benchmarks/RESULTS.md, '## Annotation').
+      band_hz: (low, high) band-pass the model was trained with, applied after resampling; None: none.
     Returns:
       dict of [num_windows, ...] arrays: 'start_s', 'end_s', 'valid', 'gap', 'flat', 'saturated',
       every predict_fn output as float64 (NaN on invalid windows), and optionally 'qrs_hr_bpm'.
@@ -118,7 +120,7 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
     quality = {key: np.concatenate(parts) for key, parts in _batched_quality(mapped, starts, length, fs, present).items()}
 
     # Missing samples become 0 mV before filtering, so NaN cannot smear into valid neighbours.
-    model_signal = resample(np.nan_to_num(mapped, nan=0.0), fs, model_fs)
+    model_signal = filter_signal(resample(np.nan_to_num(mapped, nan=0.0), fs, model_fs), model_fs, band_hz)
     model_length = window_length(model_fs, window_s)
     if model_signal.shape[0] < model_length:
         model_signal = np.pad(model_signal, ((0, model_length - model_signal.shape[0]), (0, 0)))
@@ -134,7 +136,11 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
         values[~valid] = np.nan
         tracks[key] = values
     if qrs_heart_rate:
-        beats = detect_qrs(mapped[:, np.flatnonzero(present)[0]], fs)
+        lead_signal = np.nan_to_num(mapped[:, np.flatnonzero(present)[:1]], nan=0.0)
+        if qrs_fs is None or qrs_fs == fs:
+            beats = detect_qrs(lead_signal[:, 0], fs)
+        else:  # detect at qrs_fs, then put the beats back on the recording's sample grid
+            beats = np.round(detect_qrs(resample(lead_signal, fs, qrs_fs)[:, 0], qrs_fs) * (fs / qrs_fs)).astype(np.int64)
         tracks["qrs_hr_bpm"] = np.where(valid, heart_rate_from_beats(beats, fs, starts, length), np.nan)
     return tracks
 
@@ -166,7 +172,8 @@ def record_paths(path: str) -> list[str]:
 
 def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs: float, model_leads,
                   window_s: float, stride_s: float, batch_size: int = 64, lead=None, af_key: str | None = "af_prob",
-                  qrs_heart_rate: bool = True, plot: bool = True) -> dict[str, str]:
+                  qrs_heart_rate: bool = True, qrs_fs: float | None = None, band_hz=None,
+                  plot: bool = True) -> dict[str, str]:
     """Annotates one WFDB record or every record of a folder; writes per record into `output_dir`:
     <name>.csv (tracks), <name>.ecgjax (WFDB annotations, `wfdb.rdann(output_dir/<name>, 'ecgjax')`)
     and <name>.png (plot). Bad records are logged and skipped.
@@ -187,7 +194,8 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
             tracks = annotate_recording(record.p_signal, float(record.fs), record.sig_name, predict_fn,
                                         model_fs=model_fs, model_leads=model_leads, window_s=window_s,
                                         stride_s=stride_s, batch_size=batch_size, lead=lead,
-                                        qrs_heart_rate=qrs_heart_rate, source=record_path)
+                                        qrs_heart_rate=qrs_heart_rate, qrs_fs=qrs_fs, band_hz=band_hz,
+                                        source=record_path)
             outputs.write_csv(tracks, os.path.join(output_dir, f"{name}.csv"))
             outputs.write_wfdb_annotations(tracks, name, output_dir, float(record.fs), af_key=af_key)
             if plot:

@@ -63,7 +63,7 @@ def _has_run(mask: np.ndarray, run: int) -> np.ndarray:
 
 
 def window_quality(windows: np.ndarray, fs: float, *, lead_mask=None, gap_min_s: float = 0.1,
-                   flat_std_mv: float = 0.01, saturation_min_s: float = 0.03,
+                   flat_std_mv: float = 0.01, flat_run_s: float = 1.0, saturation_min_s: float = 0.03,
                    max_abs_mv: float = MAX_ABS_MV) -> dict[str, np.ndarray]:
     """Flags windows that cannot be annotated.
 
@@ -73,6 +73,8 @@ def window_quality(windows: np.ndarray, fs: float, *, lead_mask=None, gap_min_s:
       lead_mask: [leads] bool, leads to judge (absent, zero-filled leads are ignored); default all.
       gap_min_s: a run of exact zeros this long counts as missing data (dropped telemetry packets).
       flat_std_mv: a lead whose standard deviation over the window is below this is flat (lead off).
+      flat_run_s: a lead holding one non-zero value this long is flat too (a lead that came off
+        mid-window; noise and baseline wander never leave real ECG unchanged for a second).
       saturation_min_s: a run this long stuck at the window's extreme value is a clipped amplifier
         (an ADC at its limit is the extreme of its window, whatever the limits are; a real
         R peak or T wave never holds the same value this long; at least 3 samples).
@@ -92,6 +94,7 @@ def window_quality(windows: np.ndarray, fs: float, *, lead_mask=None, gap_min_s:
     lead_flat = filled.std(axis=1) < flat_std_mv
     # A flat lead sits at its own extreme everywhere; it is already flagged as flat.
     plateau = _has_run(at_extreme & ~missing, max(saturation_min_s * fs, 3)) & ~lead_flat
-    flat = lead_flat.any(axis=1)
+    held = (np.diff(filled, axis=1) == 0) & (filled[:, 1:] != 0) & ~missing[:, 1:]
+    flat = lead_flat.any(axis=1) | _has_run(held, flat_run_s * fs).any(axis=1)
     saturated = (np.abs(filled) > max_abs_mv).any(axis=(1, 2)) | plateau.any(axis=1)
     return {"gap": gap, "flat": flat, "saturated": saturated, "valid": ~(gap | flat | saturated)}

@@ -112,6 +112,13 @@ class PatientViews:
         return out
 
 
+def _read_options(prefetch_batches: int) -> grain.ReadOptions:
+    """Grain's default read-ahead is 500 elements on 16 threads; our elements are whole batches
+    (a 128 x 3-view batch is ~46 MB), so that default would hold ~23 GB. Read a few ahead."""
+    return grain.ReadOptions(num_threads=max(1, min(prefetch_batches, 4)),
+                             prefetch_buffer_size=max(1, prefetch_batches))
+
+
 def _prefetch(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grain.IterDataset:
     if num_workers <= 0:
         return ds
@@ -127,7 +134,7 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
                           segment_s: float = 10.0, seed: int = 0, split: str | None = "train",
                           augmentation=None, num_workers: int = 0, num_epochs: int | None = None,
                           cpc: CPCSpec = CPCSpec(), drop_remainder: bool = True,
-                          worker_buffer_size: int = 2) -> grain.IterDataset:
+                          worker_buffer_size: int = 2, prefetch_batches: int = 4) -> grain.IterDataset:
     """Batches of pretraining views; one random segment per patient per epoch.
 
     Args:
@@ -139,6 +146,7 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
       num_workers: Grain worker processes (0: in this process). Batches do not depend on it.
       num_epochs: None repeats forever (reshuffled and re-cropped each epoch).
       cpc: frames for the 'cpc' view ('context', 'future').
+      prefetch_batches: batches read ahead in this process (memory: batches x batch size).
     Returns:
       A grain.IterDataset; `iter(ds)` gives a checkpointable iterator of dict batches with leading
       dimension batch_size (see PatientViews for keys and shapes). Restore a state into an
@@ -170,7 +178,7 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
           .repeat(num_epochs)
           .batch(batch_size, drop_remainder=drop_remainder)
           .random_map(views_fn))
-    return _prefetch(ds.to_iter_dataset(), num_workers, worker_buffer_size)
+    return _prefetch(ds.to_iter_dataset(_read_options(prefetch_batches)), num_workers, worker_buffer_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +233,7 @@ def make_eval_dataset(store: ECGStore, split: str | None, *, window_s: float = 1
     ds = (grain.MapDataset.source(pairs)
           .map(_ReadWindow(store, int(round(window_s * store.fs)), label_columns))
           .batch(batch_size))
-    return _prefetch(ds.to_iter_dataset(), num_workers, 2)
+    return _prefetch(ds.to_iter_dataset(_read_options(4)), num_workers, 2)
 
 
 @dataclasses.dataclass
