@@ -19,6 +19,9 @@ def get_config(arg=None):
     c.encoder_config = "configs/hybrid.py"
     c.init = "pretrained"          # pretrained | random | supervised
     c.mode = "linear"              # linear | finetune
+    # The report's 'cell' of these runs (a sweep sets its grid cell, which `runlocal` shrinks in
+    # the encoder itself); method '' = read the cell from the checkpoint's encoder.
+    c.cell = ml_collections.ConfigDict(dict(patch=0, depth=0, width=0, method=""))
     c.task = "MI"                  # see ecgjax.eval.tasks.get_task; 'csv:/path/labels.csv:column[:type]'
     c.leads = ""                   # comma-separated lead names overriding the task's (e.g. 'II')
     # 'select': keep only the task's input channels of the first layer; 'zero': keep all 12

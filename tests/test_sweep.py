@@ -198,7 +198,6 @@ def test_real_sweep_runs_every_stage_and_renders_the_report(real_sweep):
     assert sorted((r.cell["patch"], r.cell["depth"], r.cell["width"], r.cell["method"], r.mode) for r in runs) == [
         (125, 2, 256, "GL", "finetune"), (125, 2, 256, "GL", "linear"),
         (125, 4, 512, "GL", "finetune"), (125, 4, 512, "GL", "linear")]
-    assert {r.extra["encoder_cell"]["width"] for r in runs} == {64}
     assert not list(workdir.glob("cells/*/eval/*/GL_p125_d2_w64"))  # the encoder-named copies are gone
     report = (workdir / "report" / "report.md").read_text()
     assert "## Linear probing per cell" in report and "## Fine-tuning per cell" in report

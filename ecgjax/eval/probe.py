@@ -156,6 +156,12 @@ def training_mode(run_mode: str) -> str:
             "supervised": "supervised"}[run_mode]
 
 
+def configured_cell(config) -> dict | None:
+    """config.cell when set (a sweep's grid cell), else None."""
+    cell = config.get("cell")
+    return dict(cell) if cell is not None and cell.get("method") else None
+
+
 def cell_of(encoder_config: dict, method: str | None) -> dict:
     if str(encoder_config.get("name")) == "vit1d":
         return {"patch": encoder_config.get("patch"), "depth": encoder_config.get("depth"),
@@ -243,7 +249,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             classifier.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
         best = max((h for h in history), key=lambda h: (np.nan_to_num(h["val_score"], nan=-np.inf)))
         record = report.RunRecord(
-            cell=cell_of(source.config, source.method), mode=run_mode, task=task.name, seed=seed,
+            cell=configured_cell(config) or cell_of(source.config, source.method), mode=run_mode, task=task.name, seed=seed,
             metrics=values, task_type=task.type, data_fraction=float(config.data_fraction),
             case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
             extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),

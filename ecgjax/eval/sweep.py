@@ -206,9 +206,12 @@ def pretrain_config(config: ml_collections.ConfigDict, cell: Cell) -> ml_collect
 
 
 def probe_config(config: ml_collections.ConfigDict, mode: str, task: str,
-                 pretrain_dir) -> ml_collections.ConfigDict:
-    """configs/probe.py's config for one (mode, task) on the cell's pretrained encoder."""
+                 pretrain_dir, cell: "Cell | None" = None) -> ml_collections.ConfigDict:
+    """configs/probe.py's config for one (mode, task) on the cell's pretrained encoder; runs are
+    labelled with the grid cell (under `runlocal` the encoder itself is shrunk)."""
     c = load_config_file(config.probe.config, config.probe.arg)
+    if cell is not None:
+        c.cell.update(cell.report_cell)
     c.checkpoint = str(pretrain_dir)
     c.init = "pretrained"
     c.mode = mode
@@ -234,29 +237,8 @@ def run_probe_stage(config: ml_collections.ConfigDict, cell: Cell, directory: pa
     """Linear probe or fine-tune on one task; the probe writes run JSONs under directory."""
     from ecgjax.eval import probe
 
-    runs = probe.run_probe(probe_config(config, mode, task, directory / "pretrain"), str(directory))
-    for run in runs:
-        label_with_grid_cell(directory, run, cell)
+    runs = probe.run_probe(probe_config(config, mode, task, directory / "pretrain", cell), str(directory))
     return dict(runs=len(runs))
-
-
-def label_with_grid_cell(directory: pathlib.Path, run: dict, cell: Cell) -> None:
-    """Rewrites a run JSON whose encoder shape differs from the grid cell's (runlocal shrinks
-    width and depth) under the grid cell, so that the report keeps the cells apart; the
-    encoder's own shape stays in extra['encoder_cell']."""
-    from ecgjax.eval import report
-
-    record = report.RunRecord.from_json(run)
-    if record.cell == cell.report_cell:
-        return
-    relabelled = dataclasses.replace(record, cell=cell.report_cell,
-                                     extra={**record.extra, "encoder_cell": record.cell})
-    report.write_run_json(directory, relabelled)
-    old = directory / report.run_filename(record)
-    if old != directory / report.run_filename(relabelled):
-        old.unlink(missing_ok=True)
-        if old.parent.is_dir() and not any(old.parent.iterdir()):
-            old.parent.rmdir()
 
 
 def _free_device_memory() -> None:
