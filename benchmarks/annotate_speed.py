@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 import time
 
@@ -22,6 +21,7 @@ import numpy as np
 import wfdb
 from absl import app, flags
 
+from ecgjax.machine import cpu_model
 from ecgjax.annotate import apply, train_heads
 from ecgjax.annotate.run import record_paths
 
@@ -87,7 +87,7 @@ def main(argv):
         seconds = _timed(model, _INPUT.value, qrs, qrs_fs)
         rows.append((label, seconds, hours / (seconds / 60)))
         print(f"QRS track {label}: {hours:.2f} h in {seconds:.1f} s = {hours / (seconds / 60):.1f} h of ECG per minute")
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.split(":")[-1].strip()
+    cpu = cpu_model()
     load = os.getloadavg()[0]
     table = "\n".join(f"| {label} | {s:.1f} | {h:.1f} |" for label, s, h in rows)
     text = f"""{SECTION}

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -24,6 +22,7 @@ import pandas as pd
 from absl import app, flags
 
 from ecgjax.data.ingest import ingest
+from ecgjax.machine import describe as describe_machine
 from ecgjax.data.pipeline import make_pretrain_dataset
 from ecgjax.data.store import ECGStore
 
@@ -34,11 +33,6 @@ _INGEST_RECORDS = flags.DEFINE_integer("ingest_records", 1000, "PTB-XL records f
 _READS = flags.DEFINE_integer("reads", 20000, "Random segment reads per storage format.")
 _BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches of 256 per loader setting.")
 
-
-def machine() -> str:
-    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout
-    model = model.split(":", 1)[-1].strip() or platform.processor()
-    return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
 
 
 def ptbxl_subset(root: pathlib.Path, out: pathlib.Path, num_records: int) -> pathlib.Path:
@@ -113,7 +107,7 @@ def main(argv):
     del argv
     workdir = pathlib.Path(_WORKDIR.value)
     root = pathlib.Path(_PTBXL.value)
-    print("machine:", machine())
+    print("machine:", describe_machine())
 
     results = {}
     for workers in (1, 2) if _INGEST_RECORDS.value else ():
@@ -141,7 +135,7 @@ def main(argv):
             rate = loader_rate(store, num_workers, views, augmentation, _BATCHES.value)
             print(f"loader views={'+'.join(views)} augmentation={augmentation} workers={num_workers}: "
                   f"{rate:,.0f} segments/s (10 s, 12 leads, 250 Hz; batch 256)")
-    print("machine:", machine())
+    print("machine:", describe_machine())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -30,6 +29,7 @@ from ecgjax.annotate import apply, reference, train_heads
 from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, heart_rate_class
 from ecgjax.annotate.run import record_paths
 from ecgjax.data import readers
+from ecgjax.machine import cpu_model
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/ecgjax_telemetry", "Model, annotations and scores go here.")
 _PTBXL = flags.DEFINE_string("ptbxl", "/work/shared/data/ptbxl", "PTB-XL root (100 Hz records).")
@@ -175,7 +175,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def write_report(path, summary, info, annotate_s, total_s, command):
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.split(":")[-1]
+    cpu = cpu_model()
     agreement = "\n".join(f"- {code} ({v['records']} records): " +
                           ", ".join(f"{k} {v[k]}" for k in HEART_RATE_CLASSES)
                           for code, v in info.get("label_agreement", {}).items())

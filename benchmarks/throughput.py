@@ -11,9 +11,7 @@ benchmark, benchmarks/loader.py).
 from __future__ import annotations
 
 import json
-import platform
 import resource
-import subprocess
 import time
 
 import jax
@@ -22,6 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from ecgjax.machine import describe as describe_machine
 from ecgjax.train import loop, state as state_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
@@ -34,14 +33,6 @@ flags.mark_flag_as_required("config")
 _GPU_PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "V100": 125.0}
 _GPU_PEAK_FP32 = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "L4": 30.3, "V100": 15.7}
 
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {jax.local_device_count()} XLA device(s), {__import__('os').cpu_count()} cores"
 
 
 def peak_tflops(bf16: bool) -> tuple[float, str]:
@@ -101,7 +92,7 @@ def measure(config, steps: int) -> dict:
     memory, memory_source = peak_memory_gib()
     enc = config.model.encoder
     return {
-        "device": jax.devices()[0].device_kind if jax.devices()[0].platform == "gpu" else cpu_name(),
+        "device": jax.devices()[0].device_kind if jax.devices()[0].platform == "gpu" else describe_machine(with_load=False),
         "method": config.objective.method, "encoder": enc.name,
         "cell": f"p{enc.patch}-d{enc.depth}-w{enc.width}" if enc.name == "vit1d" else f"c{enc.chan_start}",
         "batch": config.train.batch_size, "bf16": bool(config.train.bf16),

@@ -12,7 +12,6 @@ from ecgjax.data import store as store_lib
 from ecgjax.data.ingest import (_metadata_table, _ptbxl_items, build_synthetic_store, format_summary, ingest, ingest_records,
                                 parse_synthetic_spec)
 from ecgjax.data.readers import load_ptbxl_table
-from ecgjax.data.splits import SplitConfig
 from ecgjax.data.synthetic import generate_cohort
 
 SPEC = "patients=12,records=2,seed=5"

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import contrastive, generative, hybrid, pclr_resnet  # noqa: F401  (configs/ on sys.path)
+from configs import generative, hybrid  # configs/ is on sys.path (pytest.ini)
 from ecgjax.train import loop
 from ecgjax.train.checkpoint import Checkpointer
 

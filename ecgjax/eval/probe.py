@@ -15,6 +15,7 @@ supervised (or random + finetune) -> 'supervised' (all weights from scratch, Tab
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -198,10 +199,19 @@ def test_metrics(task: Task, y_true, scores, patients, n_bootstrap: int, seed: i
     values = metrics_lib.compute_metrics(task.type, y_true, scores, class_names=names)
     ci = {}
     if n_bootstrap:
-        for name, fn in CI_METRICS[task.type].items():
+        fns = dict(CI_METRICS[task.type])
+        if task.type == "multilabel":  # per-label AUROC / AUPRC (the MI, STTC, CD, HYP of 003)
+            for c, name in enumerate(task.output_names):
+                fns[f"auroc/{name}"] = functools.partial(_column_metric, metrics_lib.auroc, c)
+                fns[f"auprc/{name}"] = functools.partial(_column_metric, metrics_lib.auprc, c)
+        for name, fn in fns.items():
             interval = metrics_lib.bootstrap_ci(fn, y_true, scores, n=n_bootstrap, seed=seed, patient_ids=patients)
             ci[name] = [interval["lower"], interval["upper"]]
     return values, ci
+
+
+def _column_metric(metric, column: int, y_true, y_score) -> float:
+    return metric(np.asarray(y_true)[:, column], np.asarray(y_score)[:, column])
 
 
 def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:

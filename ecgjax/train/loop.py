@@ -17,7 +17,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from ecgjax.data import ingest, pipeline
 from ecgjax.data.store import ECGStore
