@@ -188,3 +188,20 @@ def test_classifier_save_load_round_trip(task, config, tmp_path):
         assert 20 < after["hr"].mean() < 200  # raw units
     with pytest.raises(ValueError, match="windows must be"):
         loaded.predict(x[:, :, :1])
+
+
+def test_diagnostics_of_a_checkpoint(checkpoint, syn_store, tmp_path):
+    """Embedding plot, patient identification and risk decomposition from the CLI's library call."""
+    from ecgjax.eval.diagnose import run_diagnostics
+
+    out = run_diagnostics(checkpoint, "wide_qrs", tmp_path, store=str(syn_store.path))
+    assert (tmp_path / "embedding.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "diagnostics.json").read_text())["task"] == "wide_qrs"
+    ident = out["patient_identification"]
+    assert ident["patients"] > 0 and 0.0 <= ident["accuracy"] <= 1.0
+    parts = out["risk_decomposition"]
+    # Without a supervised encoder the approximation term is undefined; the rest add up to total.
+    assert np.isnan(parts["approximation"])
+    total = parts["risk_train_train"] + parts["probe_generalization"] + parts["encoder_generalization"]
+    assert total == pytest.approx(parts["total"])
+    assert 0.0 <= parts["total"] <= 1.0

@@ -1,0 +1,94 @@
+"""Representation diagnostics of a pretrained encoder (000 §5.1, 003 §4.6.1):
+
+  - an embedding plot of validation records, coloured by a task label (PNG);
+  - patient identification accuracy: how often a record's nearest neighbour in embedding space
+    belongs to the same patient (over patients with at least two records);
+  - the risk decomposition of a linear probe (Dubois et al. 2023), with an optional encoder
+    trained supervised on the task (a saved Classifier) for the approximation term.
+
+    python experiments/diagnose.py --checkpoint=runs/hl --task=MI --output=runs/hl/diagnostics
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from ecgjax.data.store import ECGStore
+from ecgjax.eval import classifier as classifier_lib
+from ecgjax.eval import diagnostics, probe, risk, tasks
+
+logger = logging.getLogger("ecgjax")
+
+
+def embed(encoder_config: dict, encoder_variables: dict | None, task: tasks.Task, x: np.ndarray,
+          *, batch_size: int = 256, seed: int = 0) -> np.ndarray:
+    """Encoder features [N, D] of windows x [N, T, leads] (frozen encoder, batched, jitted)."""
+    variables = classifier_lib.init_variables(encoder_config, task, encoder_variables, seed)
+    features = classifier_lib.compiled(encoder_config, task.num_outputs, "features")
+    return classifier_lib.batched_apply(lambda chunk: features(variables, chunk), x.astype(np.float32),
+                                        batch_size)
+
+
+def _class_ids(task: tasks.Task, y: np.ndarray) -> np.ndarray:
+    if task.type in ("binary", "multiclass"):
+        return np.asarray(y).astype(int).ravel()
+    raise ValueError(f"risk decomposition needs a binary or multi-class task, not {task.type} ({task.name})")
+
+
+def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str = "",
+                    folds: dict | None = None, supervised: str = "", method: str = "pca",
+                    max_records: int = 4000, seed: int = 0) -> dict:
+    """Writes embedding.png and diagnostics.json to output_dir; returns the figures."""
+    output = pathlib.Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    source = probe.load_encoder(ml_collections.ConfigDict(dict(
+        checkpoint=checkpoint, init="pretrained", encoder_config="")))
+    if store:
+        data_store = ECGStore(os.path.expanduser(store))
+    else:
+        from ecgjax.train import loop
+
+        data_store = loop.open_store(source.pretrain_config.data)
+    task = tasks.get_task(task_spec, data_store.metadata.columns)
+    encoder_config, encoder_vars, leads = probe.adapt_encoder(source.config, source.variables, task)
+    data = tasks.load_task_data(data_store, task, folds)
+    rng = np.random.default_rng(seed)
+
+    def sample(arrays: tasks.TaskArrays) -> tasks.TaskArrays:  # bounds CPU time on big stores
+        if len(arrays) <= max_records:
+            return arrays
+        keep = np.zeros(len(arrays), bool)
+        keep[rng.choice(len(arrays), max_records, replace=False)] = True
+        return arrays.subset(keep)
+
+    train, val, test = sample(data["train"]), data["val"], sample(data["test"])
+    z_val = embed(encoder_config, encoder_vars, task, val.x)
+    labels = val.y if task.type != "multilabel" else val.y.argmax(axis=1)
+    plot = diagnostics.embedding_plot(z_val, labels, output / "embedding.png", method=method,
+                                      title=f"{source.method} encoder, validation records, {task.name}")
+    result = {"checkpoint": checkpoint, "task": task.name, "method": source.method,
+              "embedding_plot": str(plot), "n_val": len(val)}
+    multi = np.bincount(val.patient)[val.patient] >= 2
+    result["patient_identification"] = {
+        "accuracy": diagnostics.patient_identification_accuracy(z_val, val.patient),
+        "records": int(multi.sum()), "patients": int(len(np.unique(val.patient[multi])))}
+    if task.type in ("binary", "multiclass"):
+        z_train = embed(encoder_config, encoder_vars, task, train.x)
+        z_test = embed(encoder_config, encoder_vars, task, test.x)
+        z_sup = None
+        if supervised:
+            model = classifier_lib.load_classifier(supervised)
+            features = classifier_lib.compiled(model.encoder_config, task.num_outputs, "features")
+            z_sup = classifier_lib.batched_apply(lambda c: features(model.variables, c),
+                                                 train.x.astype(np.float32), 256)
+        result["risk_decomposition"] = risk.risk_decomposition(
+            z_train, _class_ids(task, train.y), z_test, _class_ids(task, test.y),
+            supervised_train_embeddings=z_sup, train_patient_ids=train.patient, seed=seed)
+    (output / "diagnostics.json").write_text(json.dumps(result, indent=1))
+    logger.info("diagnostics: %s", json.dumps(result))
+    return result
