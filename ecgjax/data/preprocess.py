@@ -35,8 +35,20 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float, max_denominator: i
     ratio = fractions.Fraction(fs_out / fs_in).limit_denominator(max_denominator)
     if ratio == 1:
         return signal.copy()
-    return scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=0,
+    up, down = ratio.numerator, ratio.denominator
+    return scipy.signal.resample_poly(signal, up, down, axis=0, window=_polyphase_filter(up, down),
                                       padtype="line").astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _polyphase_filter(up: int, down: int) -> np.ndarray:
+    """resample_poly's own default anti-aliasing FIR (Kaiser, beta 5), designed once per ratio
+    rather than once per record (the design was ~40% of preprocessing time)."""
+    max_rate = max(up, down)
+    half_len = 10 * max_rate
+    taps = scipy.signal.firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+    taps.setflags(write=False)  # shared by every call; resample_poly copies it before scaling by `up`
+    return taps
 
 
 @functools.lru_cache(maxsize=64)
