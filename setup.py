@@ -8,15 +8,17 @@ setup(
     packages=find_packages(include=["ecgjax", "ecgjax.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.6,<0.12",
-        "flax>=0.10,<0.14",
-        "optax>=0.2.4,<0.4",
-        "orbax-checkpoint>=0.11,<0.14",
-        "grain>=0.2.10,<0.4",
+        # Tested with jax 0.10.2, flax 0.12.8, optax 0.2.8, orbax-checkpoint 0.12.8, grain 0.2.18:
+        # these APIs move fast, so the ranges stay within the tested minor versions.
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "grain>=0.2.18,<0.3",
         "numpy>=1.26,<3",
         "ml-collections>=1.0,<2",
         "absl-py>=2.1,<3",
-        "wfdb>=4.1,<5",
+        "wfdb>=4.3,<4.4",  # readers use wfdb's segment reader directly (fast header parsing)
         "soundfile>=0.12,<1",
         "scipy>=1.11,<2",
         "scikit-learn>=1.4,<2",
