@@ -159,3 +159,25 @@ def test_four_devices_match_one_device(tmp_path):
         # so a wrong reduction (per-device BatchNorm, a mean over a device's shard) shows up at
         # that scale; float reassociation across devices stays far below it.
         assert r["max_param_diff"] < 6e-5, (name, r)
+
+
+def test_interlead_intersegment_terms_and_dual_stream_encoder_train():
+    """002's extra terms and dual-stream encoder through one real step (every part logged)."""
+    from configs import contrastive
+    from ecgjax.train import state as state_lib
+
+    config = tiny(contrastive, **{"objective.weights.interlead": 1.0, "objective.weights.intersegment": 0.5,
+                                  "model.encoder.dual_stream": True})
+    trainer = loop.Trainer(config)
+    state = trainer.new_state()
+    assert {"limb_encoder", "precordial_encoder", "fuse"} == set(state.params["encoder"])
+    batch = {k: np.asarray(v) for k, v in state_lib.example_batch(config, 8).items()}
+    rng = np.random.default_rng(0)
+    for key in ("segment", "segment_aug", "patient_segment"):
+        batch[key] = rng.normal(size=batch[key].shape).astype(np.float32)
+    batch["patient"] = np.arange(8, dtype=np.int32)
+    state, metrics = trainer.step(state, batch)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    assert {"patient", "sample", "interlead", "intersegment"} <= set(metrics)
+    expected = metrics["patient"] + metrics["sample"] + metrics["interlead"] + 0.5 * metrics["intersegment"]
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
