@@ -27,6 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after one warm-up step).")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s; 0 looks it up.")
 _JSON = flags.DEFINE_string("json", "", "Also append the result as a JSON line to this file.")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Compile and report XLA's memory analysis and FLOPs without running: "
+    "sizes a big cell's memory on a machine that cannot run it.")
 flags.mark_flag_as_required("config")
 
 # Dense peak TFLOP/s per device (bf16 tensor cores; fp32 non-tensor-core in brackets not used).
@@ -81,6 +84,16 @@ def measure(config, steps: int) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    if _COMPILE_ONLY.value:
+        memory = compiled.memory_analysis()
+        total = sum(getattr(memory, f, 0) for f in (
+            "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "generated_code_size_in_bytes")) - getattr(memory, "alias_size_in_bytes", 0)
+        return {"device": describe_machine(with_load=False), "compile_only": True,
+                "params_M": state_lib.count_params(state.params) / 1e6, "batch": config.train.batch_size,
+                "tflops_per_step": flops / 1e12, "xla_memory_gib": total / 2**30,
+                "temp_gib": memory.temp_size_in_bytes / 2**30,
+                "argument_gib": memory.argument_size_in_bytes / 2**30}
     state, metrics = compiled(state, sharded)  # warm-up
     jax.block_until_ready(metrics)
     start = time.perf_counter()
@@ -108,6 +121,8 @@ def main(argv):
     del argv
     result = measure(_CONFIG.value, _STEPS.value)
     print(json.dumps(result, indent=1))
+    if result.get("compile_only"):
+        return
     print(f"| {result['device']} | {result['method']} | {result['encoder']} {result['cell']} | "
           f"{result['batch']} | {'bf16' if result['bf16'] else 'fp32'} | {result['params_M']:.1f} | "
           f"{result['step_ms']:.1f} | {result['segments_per_s']:.0f} | {result['mfu'] * 100:.1f}% | "
