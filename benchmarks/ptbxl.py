@@ -24,6 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for conf
 from configs import probe as probe_configs  # noqa: E402
 from ecgjax.eval import probe, report  # noqa: E402
 from ecgjax.machine import describe as describe_machine  # noqa: E402
+from ecgjax.train.metrics_log import setup_console_logging  # noqa: E402
 
 _STORE = flags.DEFINE_string("store", None, "Ingested PTB-XL store.")
 _HL = flags.DEFINE_string("hl", None, "HL pretraining workdir.")
@@ -89,15 +90,21 @@ def summarise(runs: list[dict], label: str, metric: str) -> str:
 
 
 
-def write_markdown(results: dict, seconds: float) -> None:
+BEGIN, END = "<!-- tables: written by benchmarks/ptbxl.py -->", "<!-- /tables -->"
+
+
+def write_markdown(results: dict) -> None:
+    """Writes the result tables between the BEGIN/END markers of the output file, keeping the
+    hand-written setup and findings around them (a new file gets the tables alone)."""
     fractions = [float(f) for f in _FRACTIONS.value]
-    lines = ["# PTB-XL: pretrained vs from-scratch encoders under label scarcity", "",
-             f"Machine: {describe_machine()}. Probing wall time: {seconds / 60:.1f} min.", ""]
+    seconds = sum(runs[0]["extra"]["arm_seconds"] for runs in results.values() if runs)
+    lines = [BEGIN, f"Machine: {describe_machine(with_load=False)}. Probing wall time (all arms, as run): "
+             f"{seconds / 60:.1f} min.", ""]
     for metric in ("auroc", "auprc"):
-        lines += [f"## Test {metric.upper()} (mean ± std over seeds [patient-level bootstrap 95% CI, "
+        lines += [f"### Test {metric.upper()} (mean ± std over seeds [patient-level bootstrap 95% CI, "
                   "averaged over seeds])", ""]
         for fraction in fractions:
-            lines += [f"### {fraction:.0%} of training labels", "",
+            lines += [f"#### {fraction:.0%} of training labels", "",
                       "| arm | seeds | " + " | ".join(LABELS) + " |",
                       "|---|---|" + "---|" * len(LABELS)]
             for name, *_ in ARMS:
@@ -106,19 +113,27 @@ def write_markdown(results: dict, seconds: float) -> None:
                     cells = [summarise(runs, label, metric) for label in LABELS]
                     lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
             lines.append("")
-    pathlib.Path(_OUTPUT.value).write_text("\n".join(lines) + "\n")
+    lines.append(END)
+    tables = "\n".join(lines)
+    path = pathlib.Path(_OUTPUT.value)
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + tables + text[text.index(END) + len(END):]
+    else:
+        text = "# PTB-XL: pretrained vs from-scratch encoders under label scarcity\n\n" + tables + "\n"
+    path.write_text(text)
 
 
 def main(argv):
     del argv
-    started = time.perf_counter()
+    setup_console_logging()
     results = {}
     plan = list(zip([float(f) for f in _FRACTIONS.value], map(int, _SEEDS.value), map(int, _EPOCHS.value)))
     for name, which, init, mode in ARMS:
         for fraction, seeds, epochs in plan:
             print(f"== {name} at {fraction:.0%} ({seeds} seeds)", flush=True)
             results[(name, fraction)] = run_arm(name, which, init, mode, fraction, seeds, epochs)
-            write_markdown(results, time.perf_counter() - started)
+            write_markdown(results)
     report.write_report(_WORKDIR.value)
 
 
