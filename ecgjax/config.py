@@ -127,6 +127,6 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> None:
     c.objective.moco.queue_size = min(c.objective.moco.queue_size, 256)
     c.optim.lr = max(c.optim.lr, 3e-4)
     c.train.batch_size = 32
-    c.train.num_steps = 300
+    c.train.num_steps = 1000
     c.train.log_every = 10
-    c.train.checkpoint_every = 100
+    c.train.checkpoint_every = 250

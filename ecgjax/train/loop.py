@@ -127,6 +127,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     trainer = Trainer(config)
     store = open_store(config.data)
+    labels = {c: f"{store.metadata[c].mean():.1%}" for c in store.label_columns()}
+    logger.info("data %s: %d records of %d patients at %g Hz (%d patients in split %r); label "
+                "prevalence %s", store.path, len(store), store.num_patients, store.fs,
+                len(store.split_patients(config.data.split)) if config.data.split else store.num_patients,
+                config.data.split, labels)
     data_iter = iter(make_dataset(config, store))
     is_main = jax.process_index() == 0
     if is_main:
