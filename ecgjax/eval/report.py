@@ -404,7 +404,9 @@ def axis_figure(frame: pd.DataFrame, losses: pd.DataFrame, mode: str, axis: str,
         ax.set_title(title, fontsize=9)
         if metric == "loss":
             ax.set_yscale("log")
-    axes[0][0].legend(fontsize=7)
+    labelled = next((ax for ax in np.ravel(axes) if ax.get_legend_handles_labels()[0]), None)
+    if labelled is not None:  # one legend, on the first panel that has lines
+        labelled.legend(fontsize=7)
     fig.suptitle(f"Effect of {axis} ({'linear probing' if mode == 'linear' else 'fine-tuning'})", fontsize=10)
     # Fixed margins: tight_layout re-draws every panel and dominates the report's run time.
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.18, top=0.82, wspace=0.4)
