@@ -104,3 +104,14 @@ def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dic
     (directory / "RECORDS").write_text("".join(f"{name}\n" for name in labels))
     (directory / "REFERENCE.csv").write_text("".join(f"{name},{label}\n" for name, label in labels.items()))
     return labels
+
+
+def set_fields(config, fields: dict):
+    """Sets dotted keys ('train.batch_size': 8) of an ml_collections config; returns it."""
+    for key, value in fields.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config

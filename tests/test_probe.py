@@ -15,7 +15,7 @@ from ecgjax.data.ingest import build_synthetic_store
 from ecgjax.eval import classifier as clf_lib, probe, tasks
 from ecgjax.eval.report import read_runs
 from ecgjax.models import registry
-from fixtures import write_cinc2017_fixture
+from fixtures import set_fields, write_cinc2017_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1)
@@ -46,13 +46,7 @@ def _config(**changes):
     c.bootstrap = 10
     c.optim.update(TINY_OPTIM)
     c.encoder_config = os.path.join(REPO, "configs/generative.py:runlocal")
-    for key, value in changes.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return set_fields(c, changes)
 
 
 @pytest.mark.parametrize("init,mode,task,expected", [

@@ -13,6 +13,7 @@ import pytest
 
 from configs import generative, hybrid  # configs/ is on sys.path (pytest.ini)
 from ecgjax.train import loop
+from fixtures import set_fields
 from ecgjax.train.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,13 +29,7 @@ def tiny(module, arg="runlocal", **overrides):
     config.train.num_steps = 6
     config.train.checkpoint_every = 3
     config.train.log_every = 1
-    for key, value in overrides.items():
-        target = config
-        *path, last = key.split(".")
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return config
+    return set_fields(config, overrides)
 
 
 @pytest.fixture(scope="module")
