@@ -1,6 +1,10 @@
 """AF and heart-rate tracks on the MIT-BIH records: train (or load) the heads, annotate, score, report.
 
-    python benchmarks/telemetry.py --workdir=/tmp/ecgjax_telemetry [--retrain] [--steps=400]
+    python benchmarks/telemetry.py --workdir=/tmp/ecgjax_telemetry [--retrain] [--steps=400] \
+        [--report=benchmarks/telemetry.md]
+
+--ptbxl and --mitdb default to ../shared/data/{ptbxl,mitdb} beside the repository (or under
+$ECGJAX_SHARED_DATA); the report goes to <workdir>/telemetry.md unless --report names another file.
 
 1. Training windows: PTB-XL lead II (10 s, 100 Hz -> 250 Hz), folds 1-7 train / 8 validation,
    every AFIB record plus a random sample of the others; heart-rate labels from QRS detection
@@ -10,31 +14,38 @@
 3. Every record of --mitdb annotated through the same code path as experiments/annotate.py.
 4. Window-level scores against the reference annotations (.atr): AUROC of the AF track (AFIB
    covering > half the window vs the rest) per record and pooled; MAE of the heart-rate tracks
-   against the heart rate of the reference beats. Writes --report (markdown).
+   against the heart rate of the reference beats. Writes the report (markdown).
 """
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import platform
 import sys
 import time
 
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import flags
 from sklearn.metrics import roc_auc_score
 
+from ecgjax import cli
 from ecgjax.annotate import apply, reference, train_heads
 from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, heart_rate_class
 from ecgjax.annotate.run import record_paths
 from ecgjax.data import readers
 from ecgjax.machine import cpu_model
 
+# The shared data beside the checkout (as in tests/conftest.py), wherever the repository lives.
+SHARED_DATA = pathlib.Path(os.environ.get("ECGJAX_SHARED_DATA",
+                                          pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/ecgjax_telemetry", "Model, annotations and scores go here.")
-_PTBXL = flags.DEFINE_string("ptbxl", "/work/shared/data/ptbxl", "PTB-XL root (100 Hz records).")
-_MITDB = flags.DEFINE_string("mitdb", "/work/shared/data/mitdb", "Folder of MIT-BIH records with .atr.")
-_REPORT = flags.DEFINE_string("report", "benchmarks/telemetry.md", "Markdown report to write.")
+_PTBXL = flags.DEFINE_string("ptbxl", str(SHARED_DATA / "ptbxl"), "PTB-XL root (100 Hz records).")
+_MITDB = flags.DEFINE_string("mitdb", str(SHARED_DATA / "mitdb"), "Folder of MIT-BIH records with .atr.")
+_REPORT = flags.DEFINE_string("report", None, "Markdown report to write (default <workdir>/telemetry.md; "
+                                              "pass benchmarks/telemetry.md to update the tracked one).")
 _RETRAIN = flags.DEFINE_bool("retrain", False, "Train even if <workdir>/model exists.")
 _STEPS = flags.DEFINE_integer("steps", 400, "Fine-tuning steps (batch 64).")
 _OTHERS = flags.DEFINE_integer("non_af_train", 1500, "Non-AFIB PTB-XL training records (all AFIB ones are used).")
@@ -238,9 +249,10 @@ def main(argv):
     print(status)
     summary = summarise(score_records(annotation_dir, _MITDB.value, _WINDOW_S.value, _STRIDE_S.value))
     print(summary.to_string())
-    write_report(_REPORT.value, summary, info, annotate_s, time.perf_counter() - began,
-                 "python " + " ".join(sys.argv))
+    report = _REPORT.value or os.path.join(_WORKDIR.value, "telemetry.md")
+    write_report(report, summary, info, annotate_s, time.perf_counter() - began, "python " + " ".join(sys.argv))
+    print(f"report: {report}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

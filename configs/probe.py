@@ -11,6 +11,8 @@ the baseline of 003 Table 4) or 'supervised' (trained end to end from scratch: T
 """
 import ml_collections
 
+from ecgjax.eval.folds import STANDARD_FOLDS
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
@@ -31,8 +33,10 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict()
     c.data.store = ""              # '' = the store of the checkpoint's config (synthetic cohort by default)
     # PTB-XL strat_fold folds (used when the store has strat_fold; else the store's split column).
-    # Standard protocol 1-8 / 9 / 10; a copy with folds 1-9 only: 1-7 / 8 / 9.
-    c.folds = ml_collections.ConfigDict(dict(train="1-8", val="9", test="10"))
+    # Standard protocol 1-8 / 9 / 10; a copy with folds 1-9 only: 1-7 / 8 / 9. Left at the standard
+    # folds on a store that lacks one of them, the store's own ingest split is used (with a warning)
+    # where it fills every split; otherwise the probe stops before any work and names the flags.
+    c.folds = ml_collections.ConfigDict(dict(STANDARD_FOLDS))
 
     c.data_fraction = 1.0          # share of training patients kept (protocols.subsample_patients)
     c.case_ratio = 0.0             # target prevalence for binary tasks (0 = natural)

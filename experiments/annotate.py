@@ -5,13 +5,16 @@
 
 --input is one WFDB record (path with or without .hea) or a folder of them. Per record, --output
 gets <name>.csv (one row per window), <name>.ecgjax (WFDB annotations: wfdb.rdann(path, 'ecgjax'))
-and <name>.png. Bad records are logged and skipped; the exit status is 1 when none succeeded.
+and <name>.png. Bad records are logged and skipped; the exit status is 1 when none succeeded, 2 (with
+one line naming the problem) when --input holds no records at all.
 """
 import logging
 
 from absl import app, flags
 
-from ecgjax.annotate import apply
+from ecgjax import cli
+from ecgjax.annotate import apply, run
+from ecgjax.errors import UserError
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory of a saved model (AnnotationModel or Classifier).")
 _INPUT = flags.DEFINE_string("input", None, "A WFDB record or a folder of records.")
@@ -30,6 +33,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not run.record_paths(_INPUT.value):  # checked before the model is loaded
+        raise UserError(f"--input={_INPUT.value}: no WFDB records in this folder (no RECORDS list, no .hea "
+                        f"headers); pass a WFDB record or a folder of them")
     lead = _LEAD.value
     if lead is not None and lead.lstrip("-").isdigit():
         lead = int(lead)
@@ -43,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,8 +4,10 @@ identification accuracy, risk decomposition (see ecgjax.eval.diagnose).
     python experiments/diagnose.py --checkpoint=runs/hl --task=MI --output=runs/hl/diagnostics \
         --store=stores/ptbxl --folds=1-7,8,9 [--supervised=runs/sl/models/MI_supervised_seed0]
 """
-from absl import app, flags
+from absl import flags
 
+from ecgjax import cli
+from ecgjax.errors import UserError
 from ecgjax.eval.diagnose import run_diagnostics
 from ecgjax.train.metrics_log import setup_console_logging
 
@@ -22,10 +24,13 @@ flags.mark_flags_as_required(["checkpoint", "output"])
 def main(argv):
     del argv
     setup_console_logging()
+    if _FOLDS.value and len(_FOLDS.value) != 3:
+        raise UserError(f"--folds={','.join(_FOLDS.value)}: expected three comma-separated fold sets, "
+                        f"train,val,test (e.g. --folds=1-7,8,9)")
     folds = dict(zip(("train", "val", "test"), _FOLDS.value)) if _FOLDS.value else None
     run_diagnostics(_CHECKPOINT.value, _TASK.value, _OUTPUT.value, store=_STORE.value, folds=folds,
                     supervised=_SUPERVISED.value, method=_METHOD.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

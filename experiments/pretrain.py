@@ -9,6 +9,7 @@ Runs (or resumes) pretraining in --workdir; see ecgjax.train.loop.
 from absl import app, flags
 from ml_collections import config_flags
 
+from ecgjax import cli
 from ecgjax.train import loop
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

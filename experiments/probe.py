@@ -11,6 +11,7 @@ ecgjax.eval.probe.
 from absl import app, flags
 from ml_collections import config_flags
 
+from ecgjax import cli
 from ecgjax.eval import probe
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

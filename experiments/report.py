@@ -2,8 +2,9 @@
 
     python experiments/report.py --workdir=DIR [--output_dir=DIR/report]
 """
-from absl import app, flags
+from absl import flags
 
+from ecgjax import cli
 from ecgjax.eval.report import write_report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory tree holding run JSONs.", required=True)
@@ -18,4 +19,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

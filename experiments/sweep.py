@@ -11,6 +11,7 @@ Finished cells are skipped, failed ones (reason in WORKDIR/sweep.md) tried again
 from absl import app, flags
 from ml_collections import config_flags
 
+from ecgjax import cli
 from ecgjax.eval import sweep
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -115,3 +115,23 @@ def set_fields(config, fields: dict):
             node = node[part]
         node[leaf] = value
     return config
+
+
+def write_fold_store(output, split, *, folds=range(1, 10), patients_per_fold: int = 3, fs: float = 250.0,
+                     unlabelled_folds=()):
+    """A store of one 10 s twelve-lead record per patient with PTB-XL-style strat_fold and a binary
+    'MI' label (missing in `unlabelled_folds`), split at ingest by `split` (an ecgjax SplitConfig)."""
+    from ecgjax.data.ingest import ingest_records
+    from ecgjax.data.record import ECGRecord
+    from ecgjax.data.store import ECGStore
+
+    records = []
+    for fold in folds:
+        for k in range(patients_per_fold):
+            number = fold * 100 + k
+            label = None if fold in unlabelled_folds else number % 2
+            records.append(ECGRecord(signal=ecg_like(int(10 * fs), fs, 12, seed=number).astype(np.float32), fs=fs,
+                                     lead_names=TWELVE_LEADS, record_id=str(number), patient_id=f"p{number}",
+                                     source="fixture", metadata={"strat_fold": fold, "MI": label}))
+    ingest_records(records, output, target_fs=fs, split=split)
+    return ECGStore(output)

@@ -277,3 +277,92 @@ def test_annotate_path_writes_outputs_and_skips_bad_records(tmp_path):
     frame = pd.read_csv(tmp_path / "out" / "good.csv")
     assert len(frame) == 8 and frame["valid"].all()
     assert wfdb.rdann(str(tmp_path / "out" / "good"), "ecgjax").aux_note[0] == "(N"
+
+
+def peak_fn(batch):
+    """A stand-in model whose output is each window's largest |amplitude| (mV), to check units."""
+    return {"peak_mv": np.abs(np.asarray(batch)).max(axis=(1, 2))}
+
+
+def _write_record(directory, name, signal, *, units="mV", scale=1.0):
+    wfdb.wrsamp(name, fs=FS, units=[units] * 2, sig_name=["MLII", "V1"], p_signal=signal.astype(np.float64) * scale,
+                fmt=["16", "16"], write_dir=str(directory))
+    return directory / f"{name}.hea"
+
+
+def _edit_record_line(header, edit):
+    """Applies `edit` to the fields of a header's record line (name, signals, fs, length)."""
+    first, *rest = header.read_text().splitlines()
+    header.write_text("\n".join([" ".join(edit(first.split())), *rest]) + "\n")
+
+
+def test_annotate_path_reads_records_like_ingest_and_skips_bad_ones(tmp_path, caplog):
+    """The ingest reader's checks, per record: absurd sampling rates and an empty header are named
+    and skipped, the others annotated; uV are read as mV; a header shorter than its (checksum-less)
+    signal file is read to its declared length with a warning."""
+    data = tmp_path / "records"
+    data.mkdir()
+    signal, _ = synthetic_ecg(70, duration_s=30)
+    _write_record(data, "in_mv", signal)
+    _write_record(data, "in_uv", signal, units="uV", scale=1000.0)
+    _edit_record_line(_write_record(data, "fs_negative", signal), lambda f: [*f[:2], "-100", *f[3:]])
+    _edit_record_line(_write_record(data, "fs_huge", signal), lambda f: [*f[:2], "1e7", *f[3:]])
+    _write_record(data, "empty", signal).write_text("")
+    short = _write_record(data, "short_header", signal)
+    short.write_text("\n".join([line if i == 0 else " ".join(line.split()[:6] + line.split()[8:])
+                                for i, line in enumerate(short.read_text().splitlines())]) + "\n")  # no checksums
+    _edit_record_line(short, lambda f: [*f[:3], str(int(20 * FS))])
+
+    with caplog.at_level("WARNING"):
+        status = run.annotate_path(str(data), str(tmp_path / "out"), peak_fn, model_fs=250, model_leads=["II"],
+                                   window_s=5, stride_s=5, qrs_heart_rate=False, plot=False)
+    assert status["in_mv"] == status["in_uv"] == status["short_header"] == "ok"
+    assert "fs_negative.hea: absurd sampling rate -100 Hz" in status["fs_negative"]
+    assert "fs_huge.hea: absurd sampling rate 1e+07 Hz" in status["fs_huge"]
+    assert "empty.hea: empty header" in status["empty"]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skipped) == 3 and all(status[name] in " ".join(skipped) for name in ("fs_negative", "fs_huge", "empty"))
+
+    peaks = {name: pd.read_csv(tmp_path / "out" / f"{name}.csv")["peak_mv"] for name in ("in_mv", "in_uv")}
+    assert len(peaks["in_mv"]) == 6 and peaks["in_mv"].between(0.9, 2.0).all()  # ~1.2 mV R peaks
+    np.testing.assert_allclose(peaks["in_uv"], peaks["in_mv"], rtol=1e-3)
+    assert len(pd.read_csv(tmp_path / "out" / "short_header.csv")) == 4           # the declared 20 s
+    (warning,) = [r.getMessage() for r in caplog.records if "holds" in r.getMessage()]
+    assert "short_header.hea" in warning and f"declares {int(20 * FS)} samples" in warning
+    assert f"short_header.dat holds {int(30 * FS)}" in warning
+
+
+# --- plot ----------------------------------------------------------------------------------------
+
+def test_time_labels_are_minutes_under_an_hour_and_hours_above():
+    assert [outputs.format_time(t, 1805) for t in (0, 75, 599.6, 1805)] == ["0:00", "1:15", "10:00", "30:05"]
+    assert [outputs.format_time(t, 3600) for t in (0, 1800, 5400, 90060)] == ["0:00", "0:30", "1:30", "25:01"]
+
+
+def test_plot_legends_name_classes_and_shade_the_reference_af():
+    tracks = {"start_s": np.arange(6) * 300.0, "end_s": np.arange(6) * 300.0 + 300, "valid": np.ones(6, bool),
+              "af_prob": np.linspace(0, 1, 6), "hr_class_prob": np.full((6, 4), 0.25)}
+    names = heart_rate.HEART_RATE_CLASSES
+    figure = outputs.tracks_figure(tracks, np.zeros((1800 * 10, 1)), 10.0, class_names={"hr_class_prob": names},
+                                   af_key="af_prob", reference_af=[(300.0, 900.0), (1200.0, 1500.0)])
+    try:
+        af_axis, class_axis, signal_axis = figure.axes
+        assert [t.get_text() for t in class_axis.get_legend().get_texts()] == list(names)
+        assert [t.get_text() for t in af_axis.get_legend().get_texts()] == ["reference AF"]
+        assert len(af_axis.patches) == 2 and not class_axis.patches               # shaded under the AF track only
+        low, high = signal_axis.get_xlim()
+        labels = [signal_axis.xaxis.get_major_formatter()(tick, 0) for tick in signal_axis.get_xticks()
+                  if low <= tick <= high]
+        assert labels[:3] == ["0:00", "5:00", "10:00"] and labels[-1] == "30:00"
+        assert signal_axis.get_xlabel() == "time (m:ss)"
+    finally:
+        outputs.plt.close(figure)
+    figure = outputs.tracks_figure(tracks, np.zeros((1800 * 10, 1)), 10.0, af_key="af_prob", reference_af=[])
+    try:
+        assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["reference AF: none"]
+        default = [f"hr_class_prob_{i}" for i in range(4)]  # no class names given
+        assert [t.get_text() for t in figure.axes[1].get_legend().get_texts()] == default
+    finally:
+        outputs.plt.close(figure)
+    with pytest.raises(ValueError, match="4 columns but 2 class names"):
+        outputs.legend_labels("hr_class_prob", 4, ("a", "b"))

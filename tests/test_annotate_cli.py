@@ -12,8 +12,8 @@ import pytest
 import wfdb
 from absl import flags
 
-from ecgjax.annotate import reference, train_heads
-from ecgjax.annotate.heart_rate import BRADYCARDIA, NOISE, NORMAL, TACHYCARDIA
+from ecgjax.annotate import outputs, reference, train_heads
+from ecgjax.annotate.heart_rate import BRADYCARDIA, HEART_RATE_CLASSES, NOISE, NORMAL, TACHYCARDIA
 from ecgjax.eval.classifier import Classifier, init_variables
 from ecgjax.eval.tasks import Task
 
@@ -91,14 +91,24 @@ def _excerpt(mitdb_dir, name, directory, seconds):
     return directory / name
 
 
-def test_cli_annotates_mitdb_excerpt_and_skips_bad_records(mitdb_dir, model_dir, tmp_path, capsys):
+def test_cli_annotates_mitdb_excerpt_and_skips_bad_records(mitdb_dir, model_dir, tmp_path, capsys, monkeypatch):
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     record = _excerpt(mitdb_dir, "201", inputs, 120)
     (inputs / "broken.hea").write_text("broken 2 360 1000\nbroken.dat 16 200 11 1024 0 0 0 MLII\n")
+    plotted, plot_tracks = {}, outputs.plot_tracks
+
+    def recording_plot_tracks(tracks, signal, fs, path, **options):
+        plotted.update(options)
+        return plot_tracks(tracks, signal, fs, path, **options)
+
+    monkeypatch.setattr(outputs, "plot_tracks", recording_plot_tracks)
     assert run_cli(checkpoint=model_dir, input=inputs, output=out, stride_s=2.5, batch_size=16) == 0
     printed = capsys.readouterr().out
     assert "201: ok" in printed and "broken:" in printed and "broken: ok" not in printed
+    # The plot names the heart-rate classes and shades 201's reference AF (AFIB from sample 60 on).
+    assert plotted["class_names"] == {"hr_class_prob": HEART_RATE_CLASSES} and plotted["af_key"] == "af_prob"
+    assert plotted["reference_af"] == [(60 / 360, 120.0)]
 
     tracks = pd.read_csv(out / "201.csv")
     assert len(tracks) == 47                                       # 5 s windows every 2.5 s over 120 s

@@ -1,4 +1,5 @@
-"""Ingest: parallel shards, resume after interruption, rejected-records manifest, PTB-XL counts."""
+"""Ingest: parallel shards, resume after interruption, rejected-records manifest, PTB-XL counts,
+folds picked from those present, input errors, CinC 2017 from the command line."""
 import os
 import shutil
 import subprocess
@@ -9,10 +10,15 @@ import pandas as pd
 import pytest
 
 from ecgjax.data import store as store_lib
+from ecgjax.data.errors import ECGInputError
 from ecgjax.data.ingest import (_metadata_table, _ptbxl_items, build_synthetic_store, format_summary, ingest, ingest_records,
                                 parse_synthetic_spec)
 from ecgjax.data.readers import load_ptbxl_table
+from ecgjax.data.splits import SplitConfig, format_folds, parse_folds, resolve_folds
 from ecgjax.data.synthetic import generate_cohort
+from ecgjax.errors import UserError
+from ecgjax.eval import tasks
+from fixtures import write_cinc2017_fixture, write_wfdb_fixture
 
 SPEC = "patients=12,records=2,seed=5"
 
@@ -116,7 +122,11 @@ def test_ptbxl_subset_ingest_labels_folds_and_float16_error(ptbxl_dir, tmp_path)
     store = store_lib.ECGStore(tmp_path / "store")
     meta = store.metadata
     assert list(meta.record_id) == [str(i) for i in expected.ecg_id]
-    assert set(meta.split[meta.strat_fold == 9]) == {"val"} and set(meta.split[meta.strat_fold <= 8]) == {"train"}
+    # This copy has no fold 10: the default folds give way to the last two present, and it says so.
+    assert summary["folds"] == {"train": "2-7", "val": "8", "test": "9"} and "fold 10" in summary["folds_note"]
+    assert set(meta.split[meta.strat_fold == 9]) == {"test"} and set(meta.split[meta.strat_fold == 8]) == {"val"}
+    assert set(meta.split[meta.strat_fold <= 7]) == {"train"}
+    assert summary["splits"]["test"] == int((meta.strat_fold == 9).sum()) > 0
     assert meta.groupby("patient_id").split.nunique().max() == 1
     # float16 storage error against the float32 preprocessed signal.
     from ecgjax.data.preprocess import preprocess_record
@@ -149,3 +159,70 @@ def test_ingest_records_and_the_command_line(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "records: 4" in result.stdout and "patients: 4" in result.stdout and "rejected: 0" in result.stdout
+
+
+def test_folds_are_picked_from_those_present_unless_given():
+    assert parse_folds(["1-3", "5"]) == (1, 2, 3, 5) and parse_folds("8") == (8,)
+    assert format_folds((5, 1, 2, 3, 9)) == "1-3,5,9"
+    with pytest.raises(ValueError, match="folds 'x'"):
+        parse_folds(["x"])
+    standard = SplitConfig(method="folds")
+    assert resolve_folds(standard, [1, 5, 9, 10, 8], auto=False, where="x") == (standard, "")
+    picked, note = resolve_folds(standard, [3, 1, 2, 9, 8, 4, float("nan")], auto=True, where="x")
+    assert (picked.train_folds, picked.val_folds, picked.test_folds) == ((1, 2, 3, 4), (8,), (9,))
+    assert "test fold 10 is missing" in note and "--test_folds=9" in note
+    with pytest.raises(UserError, match=r"ptbxl: the test split would be empty.*folds present: 1-9.*"
+                                        r"--train_folds=1-7 --val_folds=8 --test_folds=9"):
+        resolve_folds(standard, range(1, 10), auto=False, where="ptbxl")
+    with pytest.raises(UserError, match="only folds 1-2 present.*--split_method=hash"):
+        resolve_folds(standard, [1, 2], auto=True, where="x")
+    with pytest.raises(UserError, match="fold.s. 9 given to more than one split"):
+        resolve_folds(SplitConfig(method="folds", test_folds=(9,)), range(1, 10), auto=True, where="x")
+
+
+def test_input_errors_name_the_input_and_keep_nothing_half_done(tmp_path):
+    with pytest.raises(ECGInputError, match=r"nowhere: no such file or folder \(--input\)"):
+        ingest("wfdb", tmp_path / "nowhere", tmp_path / "a", workers=0, progress=False)
+    with pytest.raises(UserError, match="--input is required with --source=cinc2017"):
+        ingest("cinc2017", None, tmp_path / "a", workers=0, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ECGInputError, match="empty: no wfdb records found"):
+        ingest("wfdb", tmp_path / "empty", tmp_path / "a", workers=0, progress=False)
+    assert not (tmp_path / "a").exists()  # refused before a store was begun
+    with pytest.raises(UserError, match="--split_method=folds needs the strat_fold column"):
+        ingest("wfdb", tmp_path / "empty", tmp_path / "a", split=SplitConfig(method="folds"), progress=False)
+
+
+def test_every_record_rejected_still_writes_the_manifest_and_fails(tmp_path):
+    for name in ("r1", "r2", "r3"):
+        write_wfdb_fixture(tmp_path / "corpus", name, fs=100.0, seconds=2.0)
+        (tmp_path / "corpus" / f"{name}.dat").unlink()  # header without its signal file
+    with pytest.raises(ECGInputError, match=r"all 3 records were rejected; the reasons are in .*rejected.csv"):
+        ingest("wfdb", tmp_path / "corpus", tmp_path / "store", workers=0, shard_size=2, progress=False)
+    rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
+    assert list(rejected.record) == ["r1", "r2", "r3"] and rejected.reason.str.contains("r1.dat|r2.dat|r3.dat").all()
+    assert store_lib.shard_is_complete(tmp_path / "store", 1)  # the work done is kept
+    assert not (tmp_path / "store" / "store.json").exists()
+
+
+def _cinc_reference(directory, labels, *, header: bool, crlf: bool) -> None:
+    end = "\r\n" if crlf else "\n"
+    lines = (["data_source,class"] if header else []) + [f"{name},{label}" for name, label in labels.items()]
+    (directory / "REFERENCE.csv").write_bytes(end.join(lines).encode() + end.encode())
+
+
+@pytest.mark.parametrize("header_and_crlf", [True, False])
+def test_cinc2017_from_the_command_line(tmp_path, header_and_crlf):
+    labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=8, seed=2)
+    _cinc_reference(tmp_path / "cinc", labels, header=header_and_crlf, crlf=header_and_crlf)
+    result = subprocess.run(
+        [sys.executable, "-m", "ecgjax.data.ingest", "--source=cinc2017", f"--input={tmp_path / 'cinc'}",
+         f"--output={tmp_path / 'store'}", "--workers=0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "records: 8" in result.stdout and "rejected: 0" in result.stdout
+    store = store_lib.ECGStore(tmp_path / "store")
+    assert dict(zip(store.metadata.record_id, store.metadata.label)) == labels
+    assert store.fs == 250 and store.lead_mask(0).tolist() == [True] + [False] * 11
+    assert store.config["split"]["test_fraction"] == 0.2  # 001's 75/5/20 %
+    data = tasks.load_task_data(store, tasks.get_task("cinc2017"))
+    assert sum(len(a) for a in data.values()) == 8 and data["train"].x.shape[2] == 1

@@ -199,3 +199,26 @@ def test_diagnostics_of_a_checkpoint(checkpoint, syn_store, tmp_path):
     total = parts["risk_train_train"] + parts["probe_generalization"] + parts["encoder_generalization"]
     assert total == pytest.approx(parts["total"])
     assert 0.0 <= parts["total"] <= 1.0
+
+
+def test_empty_split_stops_probe_and_diagnose_before_any_work(checkpoint, tmp_path, monkeypatch):
+    """Standard folds on a store without fold 10 whose ingest split has no test share either: one
+    error naming the flags, raised before a window is read or an output directory made."""
+    from ecgjax.data.splits import SplitConfig
+    from ecgjax.errors import UserError
+    from ecgjax.eval import diagnose
+    from fixtures import write_fold_store
+
+    store = write_fold_store(tmp_path / "store", SplitConfig(method="hash", test_fraction=0.0))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("task windows were read before the split check")
+
+    monkeypatch.setattr(probe, "load_task_arrays", no_work)
+    monkeypatch.setattr(tasks, "load_task_arrays", no_work)
+    with pytest.raises(UserError, match="test split is empty .*pass --config.folds.train=1-7 "
+                                        "--config.folds.val=8 --config.folds.test=9$"):
+        probe.run_probe(_config(checkpoint=checkpoint, **{"data.store": str(store.path)}), tmp_path / "probe")
+    with pytest.raises(UserError, match="test split is empty .*pass --folds=1-7,8,9$"):
+        diagnose.run_diagnostics(checkpoint, "MI", tmp_path / "diagnose", store=str(store.path))
+    assert not (tmp_path / "probe").exists() and not (tmp_path / "diagnose").exists()

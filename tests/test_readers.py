@@ -134,14 +134,100 @@ def test_unknown_lead_name_is_rejected(tmp_path):
     _expect_error(write_wfdb_fixture(tmp_path, lead_names=("I", "RESP")), "unknown lead name 'RESP'")
 
 
-@pytest.mark.parametrize("fs_text,match", [("", "no sampling rate"), (" 20", "absurd"), (" 50000", "absurd")])
+@pytest.mark.parametrize("fs_text,match", [
+    ("", "no sampling rate"), (" 20", "absurd sampling rate 20 Hz"), (" 50000", "absurd"),
+    (" 0", "absurd sampling rate 0 Hz"), (" -100", "absurd sampling rate -100 Hz"),  # wfdb: 250 Hz
+    (" 1e7", r"absurd sampling rate 1e\+07 Hz"), (" nan", "absurd sampling rate nan Hz"),  # wfdb: 1 Hz, 250 Hz
+    (" 100Hz", "'100Hz' is not a number")])
 def test_missing_or_absurd_sampling_rate_is_rejected(tmp_path, fs_text, match):
     path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"))
     if fs_text:
         _edit_header(path, lambda text: text.replace("rec 2 100 1000", f"rec 2{fs_text} 1000", 1))
     else:  # a record line without fs (and so without length): wfdb would assume 250 Hz
         _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2", 1))
-    _expect_error(path, match)
+    _expect_error(path, f"{match}.*third field of the header's first line")
+
+
+def test_sampling_rate_limits_cover_real_recorders():
+    assert readers.check_sampling_rate(360, "r") == 360.0 and readers.check_sampling_rate(16_000, "r") == 16_000.0
+    for fs in (None, 0, -100, float("inf"), 1e7, readers.MAX_FS_HZ + 1):
+        with pytest.raises(ECGInputError, match="^r: .*sampling rate"):
+            readers.check_sampling_rate(fs, "r")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_header_is_rejected_by_name(tmp_path, text):
+    path = write_wfdb_fixture(tmp_path)
+    path.with_suffix(".hea").write_text(text)
+    _expect_error(path, "rec.hea: empty header")
+
+
+def test_unsupported_unit_names_the_signal(tmp_path):
+    path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"))
+    _edit_header(path, lambda text: text.replace("/mV 16 0", "/mmHg 16 0", 1))
+    _expect_error(path, "unsupported physical unit 'mmHg' of signal 'I'")
+
+
+def _strip_checksums(path: pathlib.Path) -> None:
+    """Drops the checksum and block-size fields of every signal line (WFDB allows headers without them)."""
+    def edit(text):
+        record_line, *signal_lines = text.strip().splitlines()
+        fields = [line.split() for line in signal_lines]
+        return "\n".join([record_line] + [" ".join(f[:6] + f[8:]) for f in fields]) + "\n"
+    _edit_header(path, edit)
+
+
+@pytest.mark.parametrize("fmt", ["16", "212", "80", "24", "32"])
+def test_header_shorter_than_the_signal_file_warns_and_reads_the_declared_length(tmp_path, caplog, fmt):
+    signal = ecg_like(1000, 100.0, 2, seed=2)
+    path = write_wfdb_fixture(tmp_path, signal_mv=signal, lead_names=("I", "II"), fmt=fmt)
+    _strip_checksums(path)
+    _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2 100 800", 1))
+    with caplog.at_level("WARNING", logger="ecgjax.data.readers"):
+        record = readers.read_wfdb(path)
+    assert record.num_samples == 800
+    np.testing.assert_allclose(record.signal, signal[:800], atol=np.ptp(signal) / 2 ** 6)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "rec.hea" in warning and "declares 800 samples per signal but rec.dat holds 1000" in warning
+
+
+def test_a_padded_last_group_is_not_taken_for_extra_samples(tmp_path, caplog):
+    """Format 212 packs 2 samples in 3 bytes; 1001 samples end in a half group that writers pad to 3 bytes."""
+    path = write_wfdb_fixture(tmp_path, fmt="212", lead_names=("I",), seconds=10.01)
+    dat = path.with_suffix(".dat")
+    dat.write_bytes(dat.read_bytes().ljust(1503, b"\0"))
+    _strip_checksums(path)
+    with caplog.at_level("WARNING", logger="ecgjax.data.readers"):
+        assert readers.read_wfdb(path).num_samples == 1001
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("fmt", ["16", "212"])
+def test_header_longer_than_a_checksumless_signal_file_is_rejected(tmp_path, fmt):
+    path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"), fmt=fmt)
+    _strip_checksums(path)
+    _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2 100 1200", 1))
+    _expect_error(path, "declares 1200 samples per signal but rec.dat holds 1000: truncated")
+
+
+def test_header_shorter_than_a_checksummed_file_fails_the_checksum_and_says_why(tmp_path):
+    path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"))
+    _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2 100 800", 1))
+    _expect_error(path, "checksum.*declares 800 samples per signal but rec.dat holds 1000")
+
+
+def test_read_wfdb_recording_keeps_what_annotation_needs(tmp_path):
+    """Unknown lead names, missing samples (NaN) and flat leads are for the caller to judge."""
+    signal = ecg_like(1000, 100.0, 3)
+    signal[10:20, 1] = np.nan
+    signal[:, 2] = 0.25
+    path = write_wfdb_fixture(tmp_path, signal_mv=signal, lead_names=("ECG1", "ECG2", "RESP"), units="uV")
+    record = readers.read_wfdb_recording(path.with_suffix(".hea"))
+    assert record.lead_names == ("ECG1", "ECG2", "RESP") and record.fs == 100.0 and record.record_id == "rec"
+    assert np.isnan(record.signal[10:20, 1]).all() and np.isfinite(np.delete(record.signal, 1, axis=1)).all()
+    np.testing.assert_allclose(record.signal, signal, atol=1e-3)  # uV read as mV
+    with pytest.raises(ECGInputError, match="unknown lead name"):
+        readers.validate_record(record)
 
 
 def test_missing_header_is_rejected(tmp_path):

@@ -113,3 +113,29 @@ def test_cinc2017_bad_reference(tmp_path):
     (tmp_path / "REFERENCE.csv").write_text("A00001,N\nA00002,Q\n")
     with pytest.raises(ECGInputError, match="REFERENCE.csv: line 2"):
         list(tasks.read_cinc2017(tmp_path))
+
+
+def test_cinc2017_reference_header_crlf_and_bom(tmp_path):
+    labels = write_cinc2017_fixture(tmp_path, n_records=4)
+    body = "".join(f"{name},{label}\r\n" for name, label in labels.items())
+    for header in ("data_source,class\r\n", "Record,Label\r\n", "\ufeffrecord,rhythm\r\n", "\ufeff"):
+        (tmp_path / "REFERENCE.csv").write_text(header + body, encoding="utf-8", newline="")
+        assert tasks.read_cinc2017_reference(tmp_path) == labels
+    # A first line naming a record with a bad label is that record's error, not a header.
+    (tmp_path / "REFERENCE.csv").write_text("A00001,Q\n" + body)
+    with pytest.raises(ECGInputError, match="REFERENCE.csv: line 1"):
+        tasks.read_cinc2017_reference(tmp_path)
+    (tmp_path / "REFERENCE.csv").write_text("data_source,class\n")
+    with pytest.raises(ECGInputError, match="no labelled records"):
+        tasks.read_cinc2017_reference(tmp_path)
+
+
+def test_cinc2017_unlabelled_record_is_rejected_at_ingest(tmp_path):
+    labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=4)
+    (tmp_path / "cinc" / "REFERENCE.csv").write_text("".join(f"{n},{c}\n" for n, c in list(labels.items())[1:]))
+    with pytest.raises(ECGInputError, match="no label for record 'A00001'"):
+        list(tasks.read_cinc2017(tmp_path / "cinc"))
+    store = tasks.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    assert len(store) == 3
+    rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
+    assert rejected.record.tolist() == ["A00001"] and "no label" in rejected.reason[0]

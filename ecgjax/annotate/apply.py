@@ -45,4 +45,4 @@ def annotate_with_model(model, input_path: str, output_dir: str, *, window_s: fl
                              model_leads=list(model.leads), window_s=window_s, stride_s=stride_s,
                              batch_size=batch_size, lead=lead, qrs_heart_rate=qrs_heart_rate, qrs_fs=qrs_fs,
                              band_hz=getattr(model, "band_hz", None),
-                             af_key=af_key, plot=plot)
+                             af_key=af_key, plot=plot, class_names=getattr(model, "output_classes", None))

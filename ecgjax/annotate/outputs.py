@@ -11,7 +11,9 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import wfdb  # noqa: E402
@@ -125,13 +127,63 @@ def _invalid_spans(tracks: dict):
     return spans
 
 
-def plot_tracks(tracks: dict, signal: np.ndarray, fs: float, path: str, *, lead_names=None,
-                title: str = "", max_points: int = 20000, signal_leads: int = 1) -> str:
-    """PNG of every output track over time, invalid windows shaded, the signal below.
+# Tick spacings for the time axis, in seconds: round numbers of seconds, minutes and hours.
+_TIME_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def format_time(seconds: float, duration_s: float) -> str:
+    """A time-axis label: m:ss for a record under an hour, h:mm for an hour or more."""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(float(seconds))
+    if duration_s < 3600:
+        minutes, secs = divmod(int(round(seconds)), 60)
+        return f"{sign}{minutes}:{secs:02d}"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    return f"{sign}{hours}:{minutes:02d}"
+
+
+def time_axis(axis, duration_s: float, max_ticks: int = 12) -> None:
+    """Ticks at round times over [0, duration_s], labelled by `format_time`."""
+    step = next((s for s in _TIME_STEPS_S if duration_s / s <= max_ticks), _TIME_STEPS_S[-1])
+    axis.set_xlim(0, duration_s)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(step))
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: format_time(x, duration_s)))
+    axis.set_xlabel(f"time ({'m:ss' if duration_s < 3600 else 'h:mm'})")
+
+
+def legend_labels(key: str, num_columns: int, class_names=None) -> list[str]:
+    """Legend texts of an output track of `num_columns` columns: its class names where given
+    (e.g. the heart-rate classes), else key_0 .. key_{K-1}."""
+    if class_names is None:
+        return [f"{key}_{i}" for i in range(num_columns)]
+    if len(class_names) != num_columns:
+        raise ValueError(f"track {key!r} has {num_columns} columns but {len(class_names)} class names "
+                         f"{list(class_names)}")
+    return [str(name) for name in class_names]
+
+
+def _shade_reference_af(axis, spans) -> None:
+    """Reference AF episodes under the AF track, with a legend entry (or 'none' when it has none)."""
+    for start, end in spans:
+        axis.axvspan(start, end, color="tab:orange", alpha=0.3, lw=0, zorder=0)
+    handles, labels = axis.get_legend_handles_labels()
+    handles.append(matplotlib.patches.Patch(color="tab:orange", alpha=0.3))
+    labels.append("reference AF" if spans else "reference AF: none")
+    axis.legend(handles, labels, loc="upper right", fontsize=7)
+
+
+def tracks_figure(tracks: dict, signal: np.ndarray, fs: float, *, lead_names=None, title: str = "",
+                  max_points: int = 20000, signal_leads: int = 1, class_names=None, af_key: str | None = None,
+                  reference_af=None):
+    """A matplotlib Figure of every output track over time, invalid windows shaded, the signal below.
 
     Args:
       signal: [time, leads] mV at `fs`, drawn as a min/max envelope of at most `max_points`.
       signal_leads: how many leads to draw under the tracks.
+      class_names: {track key: names of its columns} for vector outputs [N, K] (legend texts).
+      af_key: the AF probability track, under which `reference_af` is shaded.
+      reference_af: (start_s, end_s) reference AF episodes (e.g. from the record's .atr), or None
+        when there is no reference.
+    Returns the figure, one axis per output track then one per signal lead (close it when done).
     """
     keys = output_keys(tracks)
     signal = np.asarray(signal)
@@ -143,10 +195,13 @@ def plot_tracks(tracks: dict, signal: np.ndarray, fs: float, path: str, *, lead_
     spans = _invalid_spans(tracks)
     for axis, key in zip(axes, keys):
         values = np.asarray(tracks[key], np.float64).reshape(centre.size, -1)
-        for column in range(values.shape[1]):
-            axis.plot(centre, values[:, column], lw=1, label=f"{key}_{column}" if values.shape[1] > 1 else None)
+        labels = legend_labels(key, values.shape[1], (class_names or {}).get(key)) if values.shape[1] > 1 else [None]
+        for column, label in enumerate(labels):
+            axis.plot(centre, values[:, column], lw=1, label=label)
         if values.shape[1] > 1:
             axis.legend(loc="upper right", fontsize=7, ncol=min(values.shape[1], 6))
+        if key == af_key and reference_af is not None:
+            _shade_reference_af(axis, reference_af)
         axis.set_ylabel(key, fontsize=8)
     for offset in range(leads):
         axis = axes[len(keys) + offset]
@@ -156,9 +211,17 @@ def plot_tracks(tracks: dict, signal: np.ndarray, fs: float, path: str, *, lead_
     for axis in axes:
         for start, end in spans:
             axis.axvspan(start, end, color="tab:red", alpha=0.15, lw=0)
-    axes[-1].set_xlabel("time (s)")
-    axes[0].set_title(title + ("  (shaded: invalid windows)" if spans else ""), fontsize=9)
+    time_axis(axes[-1], max(signal.shape[0] / fs, float(np.max(tracks["end_s"], initial=0.0))))
+    axes[0].set_title(title + ("  (shaded red: invalid windows)" if spans else ""), fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
+
+
+def plot_tracks(tracks: dict, signal: np.ndarray, fs: float, path: str, **options) -> str:
+    """Writes `tracks_figure(tracks, signal, fs, **options)` as a PNG at `path`; returns the path."""
+    figure = tracks_figure(tracks, signal, fs, **options)
+    try:
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
     return path

@@ -10,12 +10,11 @@ import os
 import time
 
 import numpy as np
-import wfdb
 from wfdb import processing
 
 from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
 from ecgjax.annotate.windows import window_length, window_starts
-from ecgjax.data.readers import read_annotations
+from ecgjax.data.readers import read_annotations, read_wfdb_recording
 
 AF_LABELS = ("AFIB",)
 
@@ -37,6 +36,15 @@ def reference_af_label(rhythms, starts: np.ndarray, length: int, *, min_fraction
     min_fraction=0.5: AF is the majority rhythm; min_fraction=0: any AF in the window.
     """
     return (rhythm_fraction(rhythms, labels, starts, length) > min_fraction).astype(np.int64)
+
+
+def reference_af_spans(record_path: str, *, labels=AF_LABELS) -> list[tuple[float, float]] | None:
+    """(start_s, end_s) of every reference AF episode in the record's .atr file, or None when the
+    record has no .atr beside it."""
+    if not os.path.isfile(f"{record_path}.atr"):
+        return None
+    ref = read_annotations(record_path)
+    return [(begin / ref.fs, end / ref.fs) for begin, end, label in ref.rhythms if label in labels]
 
 
 def reference_tracks(record_path: str, window_s: float, stride_s: float, *, min_af_fraction: float = 0.5,
@@ -69,7 +77,7 @@ def qrs_detection_scores(record_path: str, *, lead: int = 0, tolerance_s: float 
     beat counts and the detector's run time.
     """
     ref = read_annotations(record_path)
-    signal = wfdb.rdrecord(record_path, channels=[lead]).p_signal[:, 0]
+    signal = read_wfdb_recording(record_path).signal[:, lead]
     began = time.perf_counter()
     detected = detect_qrs(signal, ref.fs, method=method)
     seconds = time.perf_counter() - began

@@ -13,14 +13,14 @@ import os
 from typing import Callable
 
 import numpy as np
-import wfdb
 
-from ecgjax.annotate import outputs
+from ecgjax.annotate import outputs, reference
 from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
 from ecgjax.annotate.windows import extract_windows, window_length, window_quality, window_starts
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.preprocess import bandpass, resample
+from ecgjax.data.readers import check_sampling_rate, read_wfdb_recording
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
     signal = np.asarray(signal, np.float32)
     if signal.ndim != 2 or signal.shape[1] != len(lead_names):
         raise ECGInputError(source, f"signal shape {signal.shape} does not match {len(lead_names)} lead names")
-    if not (np.isfinite(fs) and fs > 0):
-        raise ECGInputError(source, f"sampling rate {fs} Hz is not positive")
+    fs = check_sampling_rate(fs, source)
     columns = map_leads(lead_names, model_leads, lead=lead, source=source)
     present = columns >= 0
     mapped = np.zeros((signal.shape[0], columns.size), np.float32)
@@ -170,37 +169,45 @@ def record_paths(path: str) -> list[str]:
     return [stem]
 
 
+def _reference_af(record_path: str):
+    """Reference AF episodes from the record's .atr for the plot; None (with a warning) when unusable."""
+    try:
+        return reference.reference_af_spans(record_path)
+    except ECGInputError as error:
+        log.warning("plotting without the reference rhythm: %s", error)
+        return None
+
+
 def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs: float, model_leads,
                   window_s: float, stride_s: float, batch_size: int = 64, lead=None, af_key: str | None = "af_prob",
                   qrs_heart_rate: bool = True, qrs_fs: float | None = None, band_hz=None,
-                  plot: bool = True) -> dict[str, str]:
+                  plot: bool = True, class_names: dict | None = None) -> dict[str, str]:
     """Annotates one WFDB record or every record of a folder; writes per record into `output_dir`:
     <name>.csv (tracks), <name>.ecgjax (WFDB annotations, `wfdb.rdann(output_dir/<name>, 'ecgjax')`)
-    and <name>.png (plot). Bad records are logged and skipped.
+    and <name>.png (plot, with the reference AF episodes of a <name>.atr beside the record, and
+    `class_names` {track: names of its columns} in the legends).
 
-    Returns {record name: 'ok' or the reason it was skipped}.
+    Records are read as ingest reads them (`read_wfdb_recording`: sampling rate, units to mV,
+    length and checksums checked), keeping any length, lead set and missing samples (NaN). Bad
+    records are logged and skipped. Returns {record name: 'ok' or the reason it was skipped}.
     """
     os.makedirs(output_dir, exist_ok=True)
     status = {}
     for record_path in record_paths(path):
         name = os.path.basename(record_path)
         try:
-            try:
-                record = wfdb.rdrecord(record_path)
-            except Exception as error:  # wfdb reports malformed files with anything from IndexError up
-                raise ECGInputError(record_path, f"cannot read record: {error}") from error
-            if record.p_signal is None or record.p_signal.ndim != 2:
-                raise ECGInputError(record_path, "record has no signal")
-            tracks = annotate_recording(record.p_signal, float(record.fs), record.sig_name, predict_fn,
+            record = read_wfdb_recording(record_path)
+            tracks = annotate_recording(record.signal, record.fs, record.lead_names, predict_fn,
                                         model_fs=model_fs, model_leads=model_leads, window_s=window_s,
                                         stride_s=stride_s, batch_size=batch_size, lead=lead,
                                         qrs_heart_rate=qrs_heart_rate, qrs_fs=qrs_fs, band_hz=band_hz,
-                                        source=record_path)
+                                        source=record.path)
             outputs.write_csv(tracks, os.path.join(output_dir, f"{name}.csv"))
-            outputs.write_wfdb_annotations(tracks, name, output_dir, float(record.fs), af_key=af_key)
+            outputs.write_wfdb_annotations(tracks, name, output_dir, record.fs, af_key=af_key)
             if plot:
-                outputs.plot_tracks(tracks, record.p_signal, float(record.fs), os.path.join(output_dir, f"{name}.png"),
-                                    lead_names=record.sig_name, title=name)
+                outputs.plot_tracks(tracks, record.signal, record.fs, os.path.join(output_dir, f"{name}.png"),
+                                    lead_names=record.lead_names, title=name, class_names=class_names,
+                                    af_key=af_key, reference_af=_reference_af(record_path))
             status[name] = "ok"
             log.info("%s: %d windows, %d invalid", name, tracks["valid"].size, int((~tracks["valid"]).sum()))
         except ECGInputError as error:

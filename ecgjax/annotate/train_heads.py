@@ -8,7 +8,8 @@ annotation time.
 
 `AnnotationModel` follows the classifier interface ecgjax.annotate.run expects of any model:
 `.predict(windows [N, T, leads]) -> dict of arrays`, `.fs`, `.leads`, `.window_s`,
-`.output_names`; `.save(dir)` / `load_annotation_model(dir)` (config.json + msgpack variables).
+`.output_names`, `.output_classes` (names of the class-probability columns);
+`.save(dir)` / `load_annotation_model(dir)` (config.json + msgpack variables).
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ class AnnotationModel:
     history: list = dataclasses.field(default_factory=list)
 
     output_names = (AF_KEY, HR_CLASS_KEY, HR_BPM_KEY)
+    output_classes = {HR_CLASS_KEY: HEART_RATE_CLASSES}  # names of the columns of vector outputs
 
     def __post_init__(self):
         self.module = MultiHeadModel(build_encoder(self.encoder_config))

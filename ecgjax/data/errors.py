@@ -1,7 +1,8 @@
 """The one exception type for bad ECG input: it always names the file and the problem."""
+from ecgjax.errors import UserError
 
 
-class ECGInputError(ValueError):
+class ECGInputError(UserError):
     """A record that cannot be used as it is.
 
     Raised with the offending path (or record id) and a plain description of the problem,

@@ -1,19 +1,30 @@
 """Converts a corpus once into a sharded ECGStore: parallel, resumable, with a rejected-records manifest.
 
     python -m ecgjax.data.ingest --source=ptbxl --input=/work/shared/data/ptbxl --output=/tmp/ptbxl_store
+    python -m ecgjax.data.ingest --source=cinc2017 --input=/data/training2017 --output=/tmp/cinc_store
     python -m ecgjax.data.ingest --source=synthetic --input='patients=200,records=4,seed=0' --output=/tmp/syn
 
 Each worker process reads, validates and preprocesses the records of whole shards and writes each
 shard under a temporary name, renamed into place with a COMPLETE marker (`store.write_shard`).
 A restart skips complete shards and redoes the rest. Records the readers refuse (ECGInputError,
-or an I/O error of the underlying library) go to rejected.csv with the reason; ingest carries on.
+or an I/O error of the underlying library) go to rejected.csv with the reason; ingest carries on
+(and fails, pointing at rejected.csv, only when no record at all is usable). Workers end when
+this process does, even on kill -9 (`ecgjax.data.workers`).
 The store-level tables (metadata.csv, index.npy, lead_mask.npy, store.json) are rebuilt from the
-shards at the end, where patient indices and splits are assigned.
+shards at the end, where patient indices and splits are assigned; a bad split choice fails there
+with the shards kept, so the rerun with the fix only redoes these tables.
+
+PTB-XL is split by strat_fold, by default train 1-8, val 9, test 10; on a copy lacking those folds
+(the shared one holds 1-9) the folds are picked from those present, with a warning saying which
+(1-7 / 8 / 9 there), unless folds were given, in which case an empty split is an error.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import itertools
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
@@ -25,10 +36,19 @@ import pandas as pd
 import tqdm
 
 from ecgjax.data import store as store_lib
+from ecgjax.data.cinc import CINC2017_SPLIT
 from ecgjax.data.errors import ECGInputError
-from ecgjax.data.splits import SPLITS, SplitConfig, assign_splits
+from ecgjax.data.splits import SPLITS, SplitConfig, assign_splits, format_folds, parse_folds, resolve_folds
+from ecgjax.errors import UserError
 
-SOURCES = ("wfdb", "ptbxl", "code15", "synthetic")
+log = logging.getLogger(__name__)
+
+SOURCES = ("wfdb", "ptbxl", "code15", "cinc2017", "synthetic")
+# What --input must hold per source, for the messages of a wrong one.
+LAYOUTS = {"wfdb": "a folder of WFDB records (*.hea + signal files), a RECORDS list or one .hea file",
+           "ptbxl": "the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/)",
+           "code15": "the CODE-15% folder (exams.csv, exams_part*.hdf5)",
+           "cinc2017": "the PhysioNet/CinC 2017 folder (REFERENCE.csv, A*.hea + .mat)"}
 PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 # Metadata keys holding a list of labels per record, expanded into one 0/1 column per label.
 LABEL_LIST_KEYS = ("superclasses", "conditions")
@@ -46,11 +66,18 @@ DEFAULT_SYNTHETIC_SPEC = "patients=200,records=4,seed=0"
 def parse_synthetic_spec(spec: str | None) -> dict[str, Any]:
     """'patients=200,records=4,seed=0' -> generate_cohort kwargs (missing keys take defaults)."""
     names = {"patients": "num_patients", "records": "records_per_patient"}
+    known = ("patients", "records", "seed", "fs", "duration_s")
     kwargs: dict[str, Any] = {"num_patients": 200, "records_per_patient": 4, "seed": 0}
-    if spec and "=" in spec:
-        for part in spec.split(","):
-            key, value = (s.strip() for s in part.split("=", 1))
-            number = float(value)
+    if spec:
+        for part in filter(None, spec.split(",")):
+            key, _, value = (s.strip() for s in part.partition("="))
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if key not in known or number is None:
+                raise UserError(f"--input={spec}: bad synthetic spec part {part!r}; expected KEY=NUMBER "
+                                f"with KEY in {', '.join(known)}, e.g. 'patients=200,records=4,seed=0'")
             kwargs[names.get(key, key)] = int(number) if number.is_integer() else number
     return kwargs
 
@@ -73,6 +100,12 @@ def _wfdb_items(root: pathlib.Path) -> list[dict]:
     else:
         base, names = root, sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.hea"))
     return [{"kind": "wfdb", "path": str(base / name)} for name in names]
+
+
+def _cinc2017_items(root: pathlib.Path) -> list[dict]:
+    from ecgjax.data.cinc import cinc2017_items
+
+    return [{"kind": "cinc2017", **item} for item in cinc2017_items(root)]
 
 
 def _synthetic_items(spec: str | None) -> list[dict]:
@@ -98,6 +131,10 @@ def _load_records(item) -> list:
     # A flat lead (electrode off) is masked as absent rather than losing the whole record.
     if kind == "wfdb":
         return [read_wfdb(item["path"], allow_flat_leads=True)]
+    if kind == "cinc2017":
+        from ecgjax.data.cinc import read_cinc2017_record
+
+        return [read_cinc2017_record(item["path"], item["record_id"], item["label"])]
     record = read_wfdb(item["path"], patient_id=item["patient_id"], source="ptbxl", metadata=item["metadata"],
                        allow_flat_leads=True)
     record.record_id = item["record_id"]
@@ -112,22 +149,39 @@ def _item_name(item) -> tuple[str, str]:
     return item.get("record_id", pathlib.Path(item["path"]).name), item["path"]
 
 
-def _plan(source: str, input_path, sampling_rate: int) -> tuple[Iterator, int | None]:
-    """(iterator over items, total count or None)."""
-    if source == "ptbxl":
-        items = _ptbxl_items(pathlib.Path(input_path), sampling_rate)
-        return iter(items), len(items)
-    if source == "wfdb":
-        items = _wfdb_items(pathlib.Path(input_path))
-        return iter(items), len(items)
+def _check_input(source: str, input_path) -> None:
+    """A missing or nonexistent --input fails here, before any work, naming the flag and the fix."""
+    if source not in SOURCES:
+        raise UserError(f"--source={source}: unknown source (expected one of {', '.join(SOURCES)})")
     if source == "synthetic":
-        items = _synthetic_items(input_path)
-        return iter(items), len(items)
+        return
+    if input_path is None or not str(input_path).strip():
+        raise UserError(f"--input is required with --source={source}: pass {LAYOUTS[source]} "
+                        f"(only --source=synthetic may omit it)")
+    if not pathlib.Path(input_path).exists():
+        raise ECGInputError(input_path, f"no such file or folder (--input); pass {LAYOUTS[source]}")
+
+
+def _plan(source: str, input_path, sampling_rate: int) -> tuple[Iterator, list | None]:
+    """(iterator over items, the items as a list, or None for a streamed source)."""
     if source == "code15":
         from ecgjax.data.readers import read_code15
 
-        return read_code15(input_path), None  # streamed: only in-flight shards are held in memory
-    raise ValueError(f"unknown source {source!r} (expected one of {SOURCES})")
+        records = read_code15(input_path)  # streamed: only in-flight shards are held in memory
+        first = next(records, None)  # a wrong folder fails here, before the store is begun
+        if first is None:
+            raise ECGInputError(input_path, f"no code15 records found; --input must be {LAYOUTS[source]}")
+        return itertools.chain([first], records), None
+    if source == "synthetic":
+        items = _synthetic_items(input_path)
+    else:
+        root = pathlib.Path(input_path)
+        planners = {"ptbxl": lambda: _ptbxl_items(root, sampling_rate), "wfdb": lambda: _wfdb_items(root),
+                    "cinc2017": lambda: _cinc2017_items(root)}
+        items = planners[source]()
+        if not items:
+            raise ECGInputError(input_path, f"no {source} records found; --input must be {LAYOUTS[source]}")
+    return iter(items), items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,8 +218,8 @@ def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> d
         record_id, path = _item_name(item)
         try:
             records = _load_records(item)
-            # read_wfdb has validated already; other records are validated by preprocess_record.
-            validate = not (isinstance(item, dict) and item["kind"] in ("wfdb", "ptbxl"))
+            # The file readers have validated already; other records are validated by preprocess_record.
+            validate = not (isinstance(item, dict) and item["kind"] in ("wfdb", "ptbxl", "cinc2017"))
             processed = [(record, *preprocess_record(record, target_fs=target_fs, validate=validate,
                                                      allow_flat_leads=True))
                          for record in records]
@@ -205,38 +259,74 @@ def _check_spec(output: pathlib.Path, spec: dict) -> None:
     if spec_path.is_file():
         previous = json.loads(spec_path.read_text())
         if previous != spec:
-            raise ValueError(f"{output} holds an ingest with other settings {previous}; "
-                             f"use a fresh --output (asked for {spec})")
+            raise UserError(f"--output={output} holds an ingest with other settings {previous}; "
+                            f"use a fresh --output (asked for {spec})")
     else:
         output.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(json.dumps(spec, indent=1))
 
 
+def default_split(source: str) -> SplitConfig:
+    """PTB-XL: by strat_fold (train 1-8, val 9, test 10); CinC 2017: 001's random 75/5/20 %;
+    other corpora: 80/10/10 % of patients by hash."""
+    if source == "ptbxl":
+        return SplitConfig(method="folds")
+    if source == "cinc2017":
+        return CINC2017_SPLIT
+    return SplitConfig(method="hash")
+
+
+def _check_settings(target_fs: float, workers: int, shard_size: int) -> None:
+    if not target_fs > 0:
+        raise UserError(f"--target_fs={target_fs:g}: must be a positive sampling rate in Hz, e.g. 250")
+    if workers < 0:
+        raise UserError(f"--workers={workers}: must be 0 (in this process) or a number of processes")
+    if shard_size < 1:
+        raise UserError(f"--shard_size={shard_size}: must be at least 1 (records per shard), e.g. 1000")
+
+
 def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int | None = None,
            shard_size: int = 1000, split: SplitConfig | None = None, sampling_rate: int = 100,
-           progress: bool = True) -> dict:
+           progress: bool = True, auto_folds: bool | None = None) -> dict:
     """Ingests a corpus into an ECGStore at `output` and returns the summary dict.
 
     Args:
       source: 'wfdb' (folder of WFDB records / RECORDS file), 'ptbxl' (PTB-XL root),
-        'code15' (CODE-15 root), 'synthetic' (`input` is a spec 'patients=200,records=4,seed=0').
+        'code15' (CODE-15 root), 'cinc2017' (PhysioNet/CinC 2017 folder), 'synthetic' (`input` is
+        a spec 'patients=200,records=4,seed=0').
       workers: processes; 0 runs in this process; None uses all cores.
       shard_size: items per shard (records; patients for synthetic); each worker writes whole shards.
-      split: patient-level split; default folds (train 1-8, val 9, test 10) for PTB-XL, else hash.
+      split: patient-level split; default `default_split(source)`.
       sampling_rate: which PTB-XL signals to read (100 -> records100, 500 -> records500).
+      auto_folds: for a 'folds' split whose folds leave a split empty in this corpus, pick folds
+        from those present (and warn) instead of failing (see `resolve_folds`); default: when
+        `split` is None.
+    Raises:
+      UserError / ECGInputError for a missing or empty --input, a bad split, or a corpus whose
+      every record is rejected (rejected.csv says why); computed shards are kept for a rerun.
     """
     started = time.perf_counter()
+    _check_input(source, input)
     output = pathlib.Path(output)
-    if split is None:
-        split = SplitConfig(method="folds") if source == "ptbxl" else SplitConfig(method="hash")
+    auto_folds = split is None if auto_folds is None else auto_folds
+    split = default_split(source) if split is None else split
+    if split.method == "folds" and source != "ptbxl":
+        raise UserError(f"--split_method=folds needs the strat_fold column of PTB-XL; --source={source} "
+                        f"has none: use --split_method=hash")
     workers = os.cpu_count() if workers is None else workers
+    _check_settings(target_fs, workers, shard_size)
+    items, planned = _plan(source, input, sampling_rate)
+    folds_note = ""
+    if split.method == "folds" and planned is not None:  # fail (or pick folds) before the long part
+        split, folds_note = resolve_folds(split, [item["metadata"].get("strat_fold") for item in planned],
+                                          auto=auto_folds, where=input)
     spec = {"source": source, "input": str(input), "target_fs": float(target_fs),
             "shard_size": int(shard_size), "sampling_rate": int(sampling_rate)}
     _check_spec(output, spec)
-    items, total = _plan(source, input, sampling_rate)
     done_shards: list[int] = []
     redone = []
-    bar = tqdm.tqdm(total=total, unit="rec", desc=f"ingest {source}", disable=not progress)
+    bar = tqdm.tqdm(total=None if planned is None else len(planned), unit="rec", desc=f"ingest {source}",
+                    disable=not progress)
 
     def finished(result):
         done_shards.append(result["shard"])
@@ -250,8 +340,12 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
             redone.append(shard)
             finished(ingest_shard(str(output), shard, chunk, target_fs))
     else:
+        from ecgjax.data.workers import pool_initializer
+
         context = multiprocessing.get_context("spawn")  # safe with jax/threads in the parent
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        initializer, initargs = pool_initializer()  # workers die with this process, even on kill -9
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
+                                                    initargs=initargs) as pool:
             pending = set()
             for shard, chunk in _chunks(items, shard_size):
                 if store_lib.shard_is_complete(output, shard):
@@ -268,7 +362,9 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
                 finished(future.result())
     bar.close()
     num_shards = max(done_shards) + 1 if done_shards else 0
-    summary = finalize_store(output, num_shards, target_fs, split, spec)
+    summary = finalize_store(output, num_shards, target_fs, split, spec, auto_folds=auto_folds)
+    if folds_note and not summary.get("folds_note"):
+        summary["folds_note"] = folds_note
     elapsed = time.perf_counter() - started
     summary.update(seconds=round(elapsed, 2), shards=num_shards, shards_written=sorted(redone),
                    records_per_second=round((summary["records"] + summary["rejected"]) / elapsed, 1))
@@ -323,8 +419,13 @@ def _metadata_table(rows: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     return table, label_columns
 
 
-def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig, spec: dict) -> dict:
-    """Merges the shard tables into the store-level tables and returns the summary."""
+def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig, spec: dict, *,
+                   auto_folds: bool | None = None) -> dict:
+    """Merges the shard tables into the store-level tables and returns the summary.
+
+    rejected.csv is always written, first. A 'folds' split that leaves a split empty is checked
+    with `resolve_folds` (auto_folds True: pick folds, False: fail); None leaves it as given.
+    """
     output = pathlib.Path(output)
     rows, rejected, index, masks = [], [], [], []
     for shard in range(num_shards):
@@ -335,22 +436,36 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
         rejected += shard_rejected
         index.append(np.concatenate([np.full((len(shard_index), 1), shard), shard_index], axis=1))
         masks.append(shard_mask)
+    # Before anything can fail: a failed ingest still says which records were refused and why.
+    pd.DataFrame(rejected, columns=["record", "path", "reason"]).to_csv(output / "rejected.csv", index=False)
+    if not rows and rejected:
+        raise ECGInputError(spec["input"], f"all {len(rejected)} records were rejected; the reasons are in "
+                                           f"{output / 'rejected.csv'}. Fix or replace those records and "
+                                           f"ingest again into a fresh --output")
     if not rows:
-        raise ECGInputError(spec["input"], f"no usable records ({len(rejected)} rejected)")
+        layout = LAYOUTS.get(spec["source"], "a corpus with records")
+        raise ECGInputError(spec["input"], f"no records found; --input must be {layout}")
     table, label_columns = _metadata_table(rows)
+    folds_note = ""
+    if split.method == "folds" and auto_folds is not None and "strat_fold" in table:
+        split, folds_note = resolve_folds(split, table["strat_fold"], auto=auto_folds, where=spec["input"])
     patients = sorted(table["patient_id"].unique())
     table.insert(2, "patient_index", table["patient_id"].map({p: i for i, p in enumerate(patients)}))
     table.insert(table.columns.get_loc("num_samples") + 1, "split", assign_splits(table, split))
     table.to_csv(output / "metadata.csv", index=False)
     np.save(output / "index.npy", np.concatenate(index).astype(np.int64))
     np.save(output / "lead_mask.npy", np.concatenate(masks))
-    pd.DataFrame(rejected, columns=["record", "path", "reason"]).to_csv(output / "rejected.csv", index=False)
     summary = {
         "records": len(table), "patients": len(patients), "rejected": len(rejected),
         "splits": {s: int((table["split"] == s).sum()) for s in (*SPLITS, "unused")},
         "labels": {c: {"count": int(table[c].sum()), "percent": round(100 * float(table[c].mean()), 1)}
                    for c in label_columns},
     }
+    if split.method == "folds":
+        summary["folds"] = {name: format_folds(getattr(split, f"{name}_folds")) for name in SPLITS}
+        if folds_note:
+            summary["folds_note"] = folds_note
+    _warn_empty_splits(summary["splits"], split)
     config = {"fs": float(target_fs), "dtype": np.dtype(store_lib.SAMPLE_DTYPE).name, "num_shards": num_shards,
               "num_records": len(table), "num_patients": len(patients), "label_columns": label_columns,
               "split": split.to_dict(), "ingest": spec}
@@ -360,10 +475,23 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
     return summary
 
 
+def _warn_empty_splits(counts: dict, split: SplitConfig) -> None:
+    """A hashed split can come out empty on a small corpus; probes would fail on it much later."""
+    wanted = {"val": split.val_fraction, "test": split.test_fraction} if split.method == "hash" else {}
+    for name, fraction in wanted.items():
+        if fraction > 0 and not counts[name]:
+            log.warning("the %s split is empty (%s fraction %g of too few patients); pass a larger "
+                        "--%s_fraction or another --split_seed", name, name, fraction, name)
+
+
 def format_summary(summary: dict) -> str:
+    counts = summary["splits"]
     lines = [f"records: {summary['records']:,}", f"patients: {summary['patients']:,}",
              f"rejected: {summary['rejected']:,}",
-             "splits: " + ", ".join(f"{k} {v:,}" for k, v in summary["splits"].items() if v)]
+             "splits: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k in SPLITS or v)]
+    if "folds" in summary:
+        note = f" ({summary['folds_note']})" if summary.get("folds_note") else ""
+        lines.append("folds: " + ", ".join(f"{k} {v}" for k, v in summary["folds"].items()) + note)
     for name, value in summary["labels"].items():
         lines.append(f"  {name}: {value['count']:,} ({value['percent']}%)")
     if "seconds" in summary:
@@ -383,23 +511,46 @@ def build_synthetic_store(output_dir, num_patients: int = 200, records_per_patie
         previous = json.loads(config_path.read_text())["ingest"]
         if (previous["input"], previous["target_fs"], previous["shard_size"]) == (spec, float(target_fs), shard_size):
             return store_lib.ECGStore(output_dir)
-        raise ValueError(f"{output_dir} holds another store ({previous}); choose another directory")
+        raise UserError(f"{output_dir} holds another store ({previous}); choose another directory")
     ingest("synthetic", spec, output_dir, target_fs=target_fs, workers=workers, shard_size=shard_size,
            progress=progress)
     return store_lib.ECGStore(output_dir)
 
 
+FOLD_FLAGS = ("train_folds", "val_folds", "test_folds")
+
+
+def split_from_flags(flag_values) -> tuple[SplitConfig, bool]:
+    """(split, auto_folds) from the flags: `default_split(--source)` with the flags the user
+    passed applied; folds are picked from those present only when no fold flag was passed."""
+    f = flag_values
+    changes: dict[str, Any] = {"method": f.split_method or default_split(f.source).method}
+    for name in FOLD_FLAGS:
+        if f[name].present:
+            try:
+                changes[name] = parse_folds(f[name].value)
+            except ValueError as error:
+                raise UserError(f"--{name}={','.join(f[name].value)}: {error}") from None
+            if not changes[name]:
+                raise UserError(f"--{name} is empty: give at least one fold, e.g. --{name}=9")
+    for name, field in (("val_fraction", "val_fraction"), ("test_fraction", "test_fraction"),
+                        ("split_seed", "seed")):
+        if f[name].present:
+            changes[field] = f[name].value
+    explicit_folds = any(f[name].present for name in FOLD_FLAGS)
+    return dataclasses.replace(default_split(f.source), **changes), not explicit_folds
+
+
 def main(argv):
-    del argv
     from absl import flags
 
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}: every setting is a --flag=value")
     f = flags.FLAGS
-    split = SplitConfig(method=f.split_method or ("folds" if f.source == "ptbxl" else "hash"),
-                        train_folds=tuple(map(int, f.train_folds)),
-                        val_folds=tuple(map(int, f.val_folds)), test_folds=tuple(map(int, f.test_folds)), val_fraction=f.val_fraction,
-                        test_fraction=f.test_fraction, seed=f.split_seed)
-    summary = ingest(f.source, f.input or DEFAULT_SYNTHETIC_SPEC, f.output, target_fs=f.target_fs,
-                     workers=f.workers, shard_size=f.shard_size, split=split, sampling_rate=f.sampling_rate)
+    split, auto_folds = split_from_flags(f)
+    spec = f.input if f.source != "synthetic" else (f.input or DEFAULT_SYNTHETIC_SPEC)
+    summary = ingest(f.source, spec, f.output, target_fs=f.target_fs, workers=f.workers,
+                     shard_size=f.shard_size, split=split, sampling_rate=f.sampling_rate, auto_folds=auto_folds)
     print(format_summary(summary))
 
 
@@ -413,18 +564,23 @@ def _define_flags():
     flags.DEFINE_integer("workers", os.cpu_count(), "Worker processes (0: in this process).")
     flags.DEFINE_integer("shard_size", 1000, "Records per shard.")
     flags.DEFINE_integer("sampling_rate", 100, "PTB-XL signals to read: 100 or 500 Hz.")
-    flags.DEFINE_string("split_method", None, "'folds' (strat_fold) or 'hash'; default folds for ptbxl.")
-    flags.DEFINE_list("train_folds", ["1", "2", "3", "4", "5", "6", "7", "8"], "Folds for training.")
+    flags.DEFINE_enum("split_method", None, ["folds", "hash"],
+                      "'folds' (PTB-XL strat_fold) or 'hash' (patients by hash); default folds for ptbxl.")
+    # Fold defaults: the standard protocol of a complete PTB-XL; without these flags, a copy lacking
+    # those folds gets folds picked from those present (see resolve_folds).
+    flags.DEFINE_list("train_folds", ["1-8"], "Folds for training (numbers or ranges: 1-7 or 1,2,3).")
     flags.DEFINE_list("val_folds", ["9"], "Folds for validation.")
     flags.DEFINE_list("test_folds", ["10"], "Folds for testing.")
-    flags.DEFINE_float("val_fraction", 0.1, "Hashed split: fraction of patients for validation.")
-    flags.DEFINE_float("test_fraction", 0.1, "Hashed split: fraction of patients for testing.")
+    flags.DEFINE_float("val_fraction", 0.1, "Hashed split: fraction of patients for validation "
+                                            "(cinc2017 default 0.05, as in 001).")
+    flags.DEFINE_float("test_fraction", 0.1, "Hashed split: fraction of patients for testing "
+                                             "(cinc2017 default 0.20, as in 001).")
     flags.DEFINE_integer("split_seed", 0, "Hashed split seed.")
     flags.mark_flags_as_required(["source", "output"])
 
 
 if __name__ == "__main__":
-    from absl import app
+    from ecgjax import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

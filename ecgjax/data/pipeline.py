@@ -126,8 +126,12 @@ def _prefetch(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grai
 
     if not flags.FLAGS.is_parsed():  # Grain workers read absl flags; outside absl.app.run use defaults
         flags.FLAGS.mark_as_parsed()
+    from ecgjax.data.workers import GrainWorkerInit
+
+    # Workers end with this process, even on kill -9 (they would block on a full queue forever).
     return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                       per_worker_buffer_size=buffer_size))
+                                                       per_worker_buffer_size=buffer_size),
+                          worker_init_fn=GrainWorkerInit())
 
 
 def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",), batch_size: int,

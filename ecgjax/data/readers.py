@@ -1,6 +1,8 @@
 """Readers for real ECG corpora in the layouts users download; each yields `ECGRecord`s in mV.
 
-- `read_wfdb`: any WFDB record (formats 16, 212, FLAC 508/516/524, ...), any fs and lead count.
+- `read_wfdb_recording`: any WFDB record (formats 16, 212, FLAC 508/516/524, ...) as it is, header,
+  units, length and checksums checked; any length and lead names, NaN where samples are missing.
+- `read_wfdb`: the same, then `validate_record` (ingest's record-level checks).
 - `load_ptbxl_table` / `read_ptbxl`: the official PTB-XL folder layout.
 - `read_code15`: CODE-15% (`exams.csv` + `exams_part*.hdf5`), read lazily block by block.
 - `read_annotations` / `rhythm_at`: MIT-BIH style beat and rhythm annotations of long recordings.
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import logging
+import math
 import pathlib
 import re
 import warnings
@@ -28,8 +32,11 @@ from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS, canonical_lead_name
 from ecgjax.data.record import ECGRecord
 
+# Sampling rates outside this range are a broken header, not an ECG: below 50 Hz the QRS complex
+# (energy up to ~40 Hz) is aliased away; recorders that resolve pacemaker spikes or high-frequency
+# QRS sample at up to ~10-16 kHz, so a larger value is a typo or another field (e.g. a length).
 MIN_FS_HZ = 50.0
-MAX_FS_HZ = 10_000.0
+MAX_FS_HZ = 20_000.0
 
 # Physical units found in WFDB headers, as multipliers to millivolts. WFDB's default unit is mV.
 _UNIT_TO_MV = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
@@ -51,9 +58,22 @@ _BEAT_SYMBOLS = frozenset(
         "symbol"])
 
 
+log = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
+
+def check_sampling_rate(fs, source, fix: str = "") -> float:
+    """`fs` as a float; ECGInputError naming `source` when it is missing, not positive, not finite
+    or outside MIN_FS_HZ..MAX_FS_HZ. `fix` is appended to the message (where to correct it)."""
+    if fs is None:
+        raise ECGInputError(source, f"no sampling rate{fix}")
+    fs = float(fs)
+    if not (math.isfinite(fs) and MIN_FS_HZ <= fs <= MAX_FS_HZ):
+        raise ECGInputError(source, f"absurd sampling rate {fs:g} Hz (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz){fix}")
+    return fs
+
 
 def flat_leads(signal: np.ndarray) -> np.ndarray:
     """[leads] bool: True where a lead of [time, leads] is constant (no signal, e.g. electrode off)."""
@@ -70,9 +90,7 @@ def validate_record(record: ECGRecord, *, allow_flat_leads: bool = False) -> ECG
     (`preprocess_record`); a record whose every lead is flat is still refused.
     """
     source = record.path or f"{record.source}:{record.record_id}"
-    fs = record.fs
-    if fs is None or not np.isfinite(fs) or not MIN_FS_HZ <= fs <= MAX_FS_HZ:
-        raise ECGInputError(source, f"absurd sampling rate {fs!r} Hz (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)")
+    check_sampling_rate(record.fs, source)
     signal = record.signal
     if signal.ndim != 2:
         raise ECGInputError(source, f"signal has shape {signal.shape}, expected [time, leads]")
@@ -97,13 +115,14 @@ def validate_record(record: ECGRecord, *, allow_flat_leads: bool = False) -> ECG
 # WFDB
 # --------------------------------------------------------------------------------------------
 
-def _units_to_mv(units: Sequence[str], source) -> np.ndarray:
+def _units_to_mv(units: Sequence[str], names: Sequence[str], source) -> np.ndarray:
     """[leads] multipliers turning each channel's physical units into mV."""
     scale = []
-    for unit in units:
+    for unit, name in zip(units, names):
         key = (unit or "").strip().lower()
         if key not in _UNIT_TO_MV:
-            raise ECGInputError(source, f"unsupported physical unit {unit!r} (expected mV, uV or V)")
+            raise ECGInputError(source, f"unsupported physical unit {unit!r} of signal {name!r} (expected mV, "
+                                        "uV or V): fix the units in the header's signal line")
         scale.append(_UNIT_TO_MV[key])
     return np.asarray(scale, np.float32)
 
@@ -123,14 +142,29 @@ _RECORD_FIELDS = ("record_name", "n_seg", "n_sig", "fs", "counter_freq", "base_c
 _RECORD_CASTS = {**_field_casts(_header.RECORD_SPECS), "base_time": str, "base_date": str}
 
 
+_FS_FIX = "; fix the third field of the header's first line (record name, signals, fs, length)"
+
+
 def _parse_record_line(line: str, source) -> dict:
-    """Record-line fields as wfdb reads them; fs is None where the header gives none (wfdb would
-    silently assume 250 Hz), base_time / base_date stay strings."""
+    """Record-line fields as wfdb reads them, base_time / base_date as strings, and the sampling
+    rate checked (`check_sampling_rate`).
+
+    The rate is read from the third field itself: wfdb's grammar would take '-100' for a counter
+    frequency and '1e7' for 1 Hz, and assume 250 Hz where the field is missing.
+    """
     match = _header.rx_record.match(line)
     if match is None:
         raise ECGInputError(source, f"invalid record line in header: {line!r}")
-    return {field: (_RECORD_CASTS[field](text) if text else None)
-            for field, text in zip(_RECORD_FIELDS, match.groups())}
+    fields = {field: (_RECORD_CASTS[field](text) if text else None)
+              for field, text in zip(_RECORD_FIELDS, match.groups())}
+    tokens = line.split()
+    fs_text = re.split(r"[/(]", tokens[2], maxsplit=1)[0] if len(tokens) > 2 else ""
+    try:
+        fs = float(fs_text) if fs_text else None
+    except ValueError:
+        raise ECGInputError(source, f"sampling rate {tokens[2]!r} is not a number{_FS_FIX}") from None
+    fields["fs"] = check_sampling_rate(fs, source, _FS_FIX)
+    return fields
 
 
 def _parse_signal_lines(lines: Sequence[str], source) -> dict[str, list]:
@@ -154,9 +188,51 @@ def _parse_signal_lines(lines: Sequence[str], source) -> dict[str, list]:
     return fields
 
 
+# Formats that pack samples in groups (212: 2 samples in 3 bytes, 310 / 311: 3 in 4): a writer may
+# pad the last group, so a file of N samples can hold up to a group's worth more bytes.
+_GROUP_SAMPLES = {"212": 2, "310": 3, "311": 3}
+
+
+def _compare_file_sizes(record, directory: pathlib.Path, header_path: pathlib.Path) -> str:
+    """Checks each signal file's size against the header's length, for the uncompressed formats
+    whose bytes per sample wfdb knows (16, 212, 80, 24, 32, ...; not FLAC 508/516/524, nor
+    multi-segment records).
+
+    Raises ECGInputError for a file too short for the declared samples (truncated). Returns '' or
+    a note naming the files that hold more samples than declared (the header's length is wrong, or
+    the file belongs to another record: only checksums could tell).
+    """
+    names, formats = getattr(record, "file_name", None), getattr(record, "fmt", None)
+    if not names or not formats or record.sig_len is None:
+        return ""
+    layout = {}  # file -> [samples per frame, format, byte offset]
+    for index, (name, fmt) in enumerate(zip(names, formats)):
+        if not _signal.BYTES_PER_SAMPLE.get(str(fmt)):  # compressed: the size says nothing
+            continue
+        entry = layout.setdefault(name, [0, str(fmt), (record.byte_offset or [0] * len(names))[index] or 0])
+        entry[0] += (record.samps_per_frame or [1] * len(names))[index] or 1
+    notes = []
+    for name, (per_frame, fmt, offset) in layout.items():
+        file = directory / name
+        if not file.is_file():
+            continue
+        per_sample = _signal.BYTES_PER_SAMPLE[fmt]
+        data_bytes = file.stat().st_size - offset
+        held = int(data_bytes / per_sample) // per_frame
+        declared = f"header declares {record.sig_len} samples per signal but {name} holds {held}"
+        if data_bytes < math.ceil(record.sig_len * per_frame * per_sample):
+            raise ECGInputError(header_path, f"{declared}: truncated signal file, or the wrong length in the "
+                                             "header's record line")
+        group = _GROUP_SAMPLES.get(fmt, 1)
+        if data_bytes > math.ceil(record.sig_len * per_frame / group) * round(group * per_sample):
+            notes.append(declared)
+    return "; ".join(notes)
+
+
 def _read_digital(path: pathlib.Path, header_path: pathlib.Path):
-    """(wfdb.Record with header fields, digital samples [time, leads], {base_time, base_date} as text),
-    the samples checked against the header's length.
+    """(wfdb.Record with header fields, digital samples [time, leads], {base_time, base_date} as text,
+    a note on signal files longer than the header says or ''), the samples checked against the
+    header's length.
 
     Single-segment records with one sample per frame (nearly all ECG records) take a fast path
     through wfdb's header grammar and sample reader (`_signal._rd_segment`, which handles every
@@ -165,21 +241,18 @@ def _read_digital(path: pathlib.Path, header_path: pathlib.Path):
     header_lines, comment_lines = wfdb.io.header.parse_header_content(
         header_path.read_text(encoding="ascii", errors="ignore"))
     if not header_lines:
-        raise ECGInputError(header_path, "empty header")
+        raise ECGInputError(header_path, "empty header (no record line): the file is blank, only comments, "
+                                         "or not a WFDB header")
     record_fields = _parse_record_line(header_lines[0], header_path)
-    fs = record_fields["fs"]
-    if fs is None:
-        raise ECGInputError(header_path, "header gives no sampling rate")
-    if not MIN_FS_HZ <= fs <= MAX_FS_HZ:
-        raise ECGInputError(header_path, f"absurd sampling rate {fs:g} Hz (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)")
     signal_fields = _parse_signal_lines(header_lines[1:], header_path)
     simple = (record_fields["n_seg"] is None and record_fields["sig_len"] is not None
               and all(spf in (None, 1) for spf in signal_fields["samps_per_frame"])
               and not any(signal_fields["skew"]))
     if not simple:
         record = wfdb.rdrecord(str(path), physical=False, return_res=32)
-        return record, record.d_signal, {"base_time": _as_text(record.base_time),
-                                         "base_date": _as_text(record.base_date)}
+        record.fs = record_fields["fs"]
+        start_time = {"base_time": _as_text(record.base_time), "base_date": _as_text(record.base_date)}
+        return record, record.d_signal, start_time, _compare_file_sizes(record, path.parent, header_path)
     record = wfdb.Record()
     for field, value in {**signal_fields, **record_fields}.items():
         if field not in ("n_seg", "base_time", "base_date"):
@@ -188,6 +261,7 @@ def _read_digital(path: pathlib.Path, header_path: pathlib.Path):
     if record.n_sig != len(record.sig_name or []):
         raise ECGInputError(header_path, f"header declares {record.n_sig} signals but describes "
                                          f"{len(record.sig_name or [])}")
+    longer = _compare_file_sizes(record, path.parent, header_path)
     channels = list(range(record.n_sig))
     per_lead = _signal._rd_segment(
         file_name=record.file_name, dir_name=str(path.parent), pn_dir=None, fmt=record.fmt,
@@ -199,21 +273,25 @@ def _read_digital(path: pathlib.Path, header_path: pathlib.Path):
         raise ECGInputError(header_path, f"header says {record.sig_len} samples, signal files hold "
                                          f"{sorted(lengths)}: truncated or mismatched signal file")
     return record, np.stack(per_lead, axis=1), {"base_time": record_fields["base_time"],
-                                                "base_date": record_fields["base_date"]}
+                                                "base_date": record_fields["base_date"]}, longer
 
 
 def _as_text(value) -> str | None:
     return None if value is None else str(value)
 
 
-def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
-              metadata: dict | None = None, allow_flat_leads: bool = False) -> ECGRecord:
-    """Reads one WFDB record (path without extension) into an ECGRecord in mV.
+def read_wfdb_recording(path, *, source: str = "wfdb") -> ECGRecord:
+    """Reads one WFDB record (path with or without .hea) as it is, into an ECGRecord in mV.
 
     Samples are read as digital values, checked against the header (length and checksums, which
     catch truncated or mismatched signal files), then converted with the header's gain and
-    baseline (invalid-sample codes become NaN) and scaled to mV from the header's units.
-    `patient_id` defaults to the record name. The record is validated (`validate_record`).
+    baseline (invalid-sample codes become NaN) and scaled to mV from the header's units. A signal
+    file holding more samples than the header declares, with no checksum to tell which is right,
+    is read to the declared length with a warning. Any length and lead names are accepted and NaN
+    is kept: the record-level checks are `validate_record`'s (see `read_wfdb`).
+
+    Returns an ECGRecord with signal [time, leads] float32 mV, record_id and patient_id the record
+    name, metadata {'comments', 'base_time', 'base_date'}; ECGInputError naming the header otherwise.
     """
     path = pathlib.Path(path)
     header_path = path.with_suffix(".hea") if path.suffix != ".hea" else path
@@ -221,7 +299,7 @@ def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
     if not header_path.is_file():
         raise ECGInputError(header_path, "missing WFDB header file")
     try:
-        record, digital, start_time = _read_digital(path, header_path)
+        record, digital, start_time, longer = _read_digital(path, header_path)
     except ECGInputError:
         raise
     except Exception as error:  # wfdb raises many types; all mean "this file is unreadable".
@@ -234,21 +312,37 @@ def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
         wrong = [name for name, want, got in zip(record.sig_name, record.checksum, actual) if int(want) % 65536 != got]
         if wrong:
             raise ECGInputError(header_path, f"signal file does not match header checksum (leads {wrong}): "
-                                             "truncated or mismatched signal file")
-    signal = record.dac(return_res=32) * _units_to_mv(record.units or [""] * record.n_sig, header_path)
-    result = ECGRecord(
+                                             f"truncated or mismatched signal file{f' ({longer})' if longer else ''}")
+    if longer:
+        log.warning("%s: %s; reading the declared %d (correct the length in the header's record line if "
+                    "the rest belongs to the record)", header_path, longer, record.sig_len)
+    signal = record.dac(return_res=32) * _units_to_mv(record.units or [""] * record.n_sig, record.sig_name,
+                                                      header_path)
+    return ECGRecord(
         signal=np.ascontiguousarray(signal, np.float32),
         fs=float(record.fs),
         lead_names=tuple(record.sig_name),
         record_id=record.record_name,
-        patient_id=str(patient_id) if patient_id is not None else record.record_name,
+        patient_id=record.record_name,
         source=source,
-        metadata={"comments": list(record.comments or []),
-                  **start_time,
-                  **(metadata or {})},
+        metadata={"comments": list(record.comments or []), **start_time},
         path=str(header_path),
     )
-    return validate_record(result, allow_flat_leads=allow_flat_leads)
+
+
+def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
+              metadata: dict | None = None, allow_flat_leads: bool = False) -> ECGRecord:
+    """Reads one WFDB record (path without extension) into an ECGRecord in mV, for ingest.
+
+    `read_wfdb_recording`, then `validate_record` (known lead names, no NaN, no flat leads unless
+    `allow_flat_leads`). `patient_id` defaults to the record name; `metadata` is added to the
+    header's comments and start time.
+    """
+    record = read_wfdb_recording(path, source=source)
+    if patient_id is not None:
+        record.patient_id = str(patient_id)
+    record.metadata.update(metadata or {})
+    return validate_record(record, allow_flat_leads=allow_flat_leads)
 
 
 # --------------------------------------------------------------------------------------------

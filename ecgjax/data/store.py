@@ -30,6 +30,8 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from ecgjax.errors import UserError
+
 SAMPLE_DTYPE = np.float16
 NUM_LEADS = 12
 SHARDS_DIR = "shards"
@@ -87,6 +89,32 @@ def read_shard_tables(store_dir, shard: int):
     return tables[0], tables[1], np.load(folder / "index.npy"), np.load(folder / "lead_mask.npy")
 
 
+class StoreNotFoundError(UserError, FileNotFoundError):
+    """`path` holds no usable store; the message says how to make one."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def check_store_dir(path) -> pathlib.Path:
+    """`path` as a Path when it holds a finished store, else StoreNotFoundError naming the fix."""
+    path = pathlib.Path(path)
+    if (path / "store.json").is_file():
+        return path
+    make = (f"create it with `python -m ecgjax.data.ingest --source=SOURCE --input=CORPUS --output={path}` "
+            f"or pass an existing store")
+    if not path.exists():
+        raise StoreNotFoundError(path, f"not an ECG store (no such directory); {make}")
+    if not path.is_dir():
+        raise StoreNotFoundError(path, f"not an ECG store (a file, not a directory); {make}")
+    if (path / SHARDS_DIR).is_dir():  # store.json is written last, so ingest stopped before the end
+        raise StoreNotFoundError(path, "not an ECG store yet: its ingest did not finish (no store.json); run the "
+                                       "same ingest command again to resume it")
+    raise StoreNotFoundError(path, f"not an ECG store (no store.json); {make}")
+
+
 class ECGStore:
     """Read access to a store written by ingest.
 
@@ -95,11 +123,8 @@ class ECGStore:
     """
 
     def __init__(self, path):
-        self.path = pathlib.Path(path)
-        config_path = self.path / "store.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{self.path}: not an ECG store (no store.json); run ecgjax.data.ingest")
-        self.config = json.loads(config_path.read_text())
+        self.path = check_store_dir(path)
+        self.config = json.loads((self.path / "store.json").read_text())
         self.fs = float(self.config["fs"])
         self.metadata = pd.read_csv(self.path / "metadata.csv", dtype={"record_id": str, "patient_id": str},
                                     keep_default_na=False, na_values=[""])

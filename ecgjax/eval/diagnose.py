@@ -20,7 +20,8 @@ import numpy as np
 
 from ecgjax.data.store import ECGStore
 from ecgjax.eval import classifier as classifier_lib
-from ecgjax.eval import diagnostics, probe, risk, tasks
+from ecgjax.errors import UserError
+from ecgjax.eval import diagnostics, folds as folds_lib, probe, risk, tasks
 
 logger = logging.getLogger("ecgjax")
 
@@ -43,20 +44,32 @@ def _class_ids(task: tasks.Task, y: np.ndarray) -> np.ndarray:
 def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str = "",
                     folds: dict | None = None, supervised: str = "", method: str = "pca",
                     max_records: int = 4000, seed: int = 0) -> dict:
-    """Writes embedding.png and diagnostics.json to output_dir; returns the figures."""
-    output = pathlib.Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    """Writes embedding.png and diagnostics.json to output_dir; returns the figures.
+
+    folds: {'train': '1-7', 'val': '8', 'test': '9'} PTB-XL folds, or None for the store's split.
+    """
+    from ecgjax.train import loop
+
+    run_dir = loop.resolve_run_dir(checkpoint, "--checkpoint")
     source = probe.load_encoder(ml_collections.ConfigDict(dict(
-        checkpoint=checkpoint, init="pretrained", encoder_config="")))
+        checkpoint=run_dir, init="pretrained", encoder_config="")))
     if store:
         data_store = ECGStore(os.path.expanduser(store))
     else:
-        from ecgjax.train import loop
-
         data_store = loop.open_store(source.pretrain_config.data)
-    task = tasks.get_task(task_spec, data_store.metadata.columns)
+    try:
+        task = tasks.get_task(task_spec, data_store.metadata.columns)
+    except UserError:
+        raise
+    except ValueError as error:  # an unknown task name
+        raise UserError(f"--task={task_spec}: {error}") from None
     encoder_config, encoder_vars, leads = probe.adapt_encoder(source.config, source.variables, task)
-    data = tasks.load_task_data(data_store, task, folds)
+    # The plot and patient identification use val; the risk decomposition train and test too.
+    needed = ("train", "val", "test") if task.type in ("binary", "multiclass") else ("val",)
+    splits = folds_lib.resolve_splits(data_store, task, folds, needed=needed, flag="--folds")
+    data = {split: tasks.load_task_arrays(data_store, task, records) for split, records in splits.items()}
+    output = pathlib.Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
 
     def sample(arrays: tasks.TaskArrays) -> tasks.TaskArrays:  # bounds CPU time on big stores

@@ -28,9 +28,10 @@ import numpy as np
 
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
-from ecgjax.eval import metrics as metrics_lib, protocols, report
+from ecgjax.errors import UserError
+from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, report
 from ecgjax.eval.classifier import Classifier, train_classifier
-from ecgjax.eval.tasks import Task, TaskArrays, get_task, load_task_data
+from ecgjax.eval.tasks import Task, TaskArrays, get_task, load_task_arrays
 from ecgjax.models import registry
 
 logger = logging.getLogger("ecgjax")
@@ -68,7 +69,8 @@ def load_pretrain_config_file(spec: str) -> ml_collections.ConfigDict:
     path, _, arg = spec.partition(":")
     module_spec = importlib.util.spec_from_file_location("_pretrain_config", path)
     if module_spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: pretraining config file not found")
+        raise UserError(f"--config.encoder_config={spec}: pretraining config file {path} not found; "
+                        f"pass one of configs/*.py[:arg]")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg or None)
@@ -92,14 +94,15 @@ def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
     if config.checkpoint:
         from ecgjax.train import loop
 
-        checkpoint = os.path.abspath(os.path.expanduser(config.checkpoint))
+        checkpoint = loop.resolve_run_dir(config.checkpoint, "--config.checkpoint")
         pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
         weights = loop.encoder_variables(variables) if config.init == "pretrained" else None
         return EncoderSource(pretrain_config.model.encoder.to_dict(), weights, pretrain_config,
                              pretrain_config.objective.method.upper() if weights is not None else None,
                              last_pretrain_loss(checkpoint) if weights is not None else {}, checkpoint)
     if config.init == "pretrained":
-        raise ValueError("init 'pretrained' needs --config.checkpoint (a pretraining workdir)")
+        raise UserError("--config.checkpoint is empty, but --config.init=pretrained needs it: pass the "
+                        "--workdir of a pretraining run, or --config.init=random / supervised for a baseline")
     pretrain_config = load_pretrain_config_file(config.encoder_config)
     return EncoderSource(pretrain_config.model.encoder.to_dict(), None, pretrain_config, None, {}, "")
 
@@ -142,13 +145,13 @@ def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
 def report_mode(init: str, mode: str) -> str:
     if init == "pretrained":
         if mode not in ("linear", "finetune"):
-            raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
+            raise UserError(f"--config.mode={mode}: must be 'linear' or 'finetune'")
         return mode
     if init == "random":
         return "random_init" if mode == "linear" else "supervised"
     if init == "supervised":
         return "supervised"
-    raise ValueError(f"init must be 'pretrained', 'random' or 'supervised', got {init!r}")
+    raise UserError(f"--config.init={init}: must be 'pretrained', 'random' or 'supervised'")
 
 
 def training_mode(run_mode: str) -> str:
@@ -190,7 +193,13 @@ def scarce_training_set(train: TaskArrays, task: Task, data_fraction: float, cas
 
 def _task_for(config, store: ECGStore, window_s: float) -> Task:
     leads = [lead.strip() for lead in config.leads.split(",") if lead.strip()] if config.leads else None
-    return get_task(config.task, list(store.metadata.columns), leads=leads, window_s=window_s)
+    try:
+        return get_task(config.task, list(store.metadata.columns), leads=leads, window_s=window_s)
+    except UserError:
+        raise
+    except ValueError as error:  # unknown task name or leads
+        given = f"--config.task={config.task}" + (f" --config.leads={config.leads}" if config.leads else "")
+        raise UserError(f"{given}: {error}") from None
 
 
 def test_metrics(task: Task, y_true, scores, patients, n_bootstrap: int, seed: int) -> tuple[dict, dict]:
@@ -222,7 +231,6 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     import warnings
 
     output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     run_mode = report_mode(config.init, config.mode)
     source = load_encoder(config)
     if config.data.store:
@@ -233,12 +241,17 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
         store = loop.open_store(source.pretrain_config.data)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
     if abs(store.fs - float(source.pretrain_config.data.fs)) > 1e-6:
-        raise ValueError(f"store at {store.fs:g} Hz but the encoder was pretrained at "
-                         f"{source.pretrain_config.data.fs:g} Hz; ingest with --target_fs to match")
+        raise UserError(f"{store.path}: store at {store.fs:g} Hz but the encoder was pretrained at "
+                        f"{source.pretrain_config.data.fs:g} Hz; ingest with "
+                        f"--target_fs={source.pretrain_config.data.fs:g} to match")
     task = _task_for(config, store, window_s)
     encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task,
                                                               config.lead_adaptation)
-    data = load_task_data(store, task, config.folds.to_dict() if config.folds else None)
+    folds = config.folds.to_dict() if config.folds else None
+    splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
+                                      standard=folds_lib.is_standard(folds))
+    data = {split: load_task_arrays(store, task, records) for split, records in splits.items()}
+    output_dir.mkdir(parents=True, exist_ok=True)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
     logger.info("probe %s on %s (%s): train %d, val %d, test %d records", run_mode, task.name, task.type,

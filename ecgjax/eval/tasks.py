@@ -19,30 +19,29 @@ train 1-8 / val 9 / test 10; a copy holding folds 1-9 uses 1-7 / 8 / 9); stores 
 use the split column assigned at ingest (patient-level hash). Records without a valid target are
 dropped from every split.
 
-PhysioNet/CinC 2017 (`read_cinc2017`, `ingest_cinc2017`): RECORDS + REFERENCE.csv ('A00001,N'),
-single-lead WFDB records at 300 Hz. The AliveCor lead is taken as lead I; each record is its own
-patient (the challenge publishes no patient ids); 001 splits at random 75/5/20 % (train/val/test),
-reproduced with the hashed patient split.
+PhysioNet/CinC 2017: the reader is `ecgjax.data.cinc` (re-exported here as `read_cinc2017`,
+`read_cinc2017_reference`); `ingest_cinc2017` builds its store, split at random 75/5/20 %
+(train/val/test) as in 001, reproduced with the hashed patient split (each record is its own patient).
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ecgjax.data.cinc import CINC2017_CLASSES, CINC2017_SPLIT, read_cinc2017, read_cinc2017_reference  # noqa: F401
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
-from ecgjax.data.record import ECGRecord
-from ecgjax.data.splits import SPLITS, SplitConfig, fold_split
+from ecgjax.data.splits import SPLITS, fold_split, parse_folds  # noqa: F401 (tasks.parse_folds)
 from ecgjax.data.store import ECGStore
+from ecgjax.errors import UserError
 
 TASK_TYPES = ("binary", "multiclass", "multilabel", "regression")
 PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 SYNTHETIC_CONDITIONS = ("wide_qrs", "st_elevation", "t_inversion", "high_voltage", "afib")
-CINC2017_CLASSES = ("N", "A", "O", "~")
 AGE_CAP = 90.0  # PTB-XL: age 300 means "> 89"
 SEX_FEMALE = {"1": 1, "1.0": 1, "F": 1, "f": 1, "female": 1, "0": 0, "0.0": 0, "M": 0, "m": 0, "male": 0}
 
@@ -218,15 +217,10 @@ def get_task(spec: str, metadata_columns: Sequence[str] = (), *, leads: Sequence
 
 # ------------------------------------------------------------------------------------- splits
 
-def parse_folds(text) -> tuple[int, ...]:
-    """'1-7' / '1,2,3' / '8' / (1, 2) -> fold numbers."""
-    if isinstance(text, (list, tuple)):
-        return tuple(int(v) for v in text)
-    folds = []
-    for part in filter(None, str(text).replace(" ", "").split(",")):
-        low, _, high = part.partition("-")
-        folds += list(range(int(low), int(high or low) + 1))
-    return tuple(folds)
+def has_folds(store: ECGStore) -> bool:
+    """Whether every record has a PTB-XL strat_fold, so fold lists can split the store."""
+    metadata = store.metadata
+    return "strat_fold" in metadata and bool(metadata["strat_fold"].notna().all())
 
 
 def task_splits(store: ECGStore, folds: dict | None = None) -> dict[str, np.ndarray]:
@@ -236,7 +230,7 @@ def task_splits(store: ECGStore, folds: dict | None = None) -> dict[str, np.ndar
     has that column (PTB-XL); otherwise (or with folds None) the store's own split column.
     """
     metadata = store.metadata
-    if folds and "strat_fold" in metadata and metadata["strat_fold"].notna().all():
+    if folds and has_folds(store):
         names = fold_split(metadata["strat_fold"].to_numpy(), train_folds=parse_folds(folds["train"]),
                            val_folds=parse_folds(folds["val"]), test_folds=parse_folds(folds["test"]))
     else:
@@ -289,59 +283,12 @@ def load_task_data(store: ECGStore, task: Task, folds: dict | None = None) -> di
 
 # --------------------------------------------------------------------------- PhysioNet/CinC 2017
 
-def read_cinc2017_reference(root) -> dict[str, str]:
-    """REFERENCE.csv ('A00001,N' per line, no header) -> {record: label}."""
-    path = pathlib.Path(root) / "REFERENCE.csv"
-    if not path.is_file():
-        raise ECGInputError(path, "missing REFERENCE.csv of the PhysioNet/CinC 2017 layout")
-    labels = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 2 or parts[1] not in CINC2017_CLASSES:
-            raise ECGInputError(path, f"line {number}: expected 'RECORD,LABEL' with LABEL in "
-                                      f"{CINC2017_CLASSES}, got {line!r}")
-        labels[parts[0]] = parts[1]
-    return labels
-
-
-def read_cinc2017(root) -> Iterator[ECGRecord]:
-    """Yields the labelled records (metadata {'label': N|A|O|~}) of a PhysioNet/CinC 2017 folder.
-
-    The single AliveCor lead (named 'ECG' in the headers) is read as lead I.
-    """
-    import wfdb
-
-    from ecgjax.data.readers import validate_record
-
-    root = pathlib.Path(root)
-    labels = read_cinc2017_reference(root)
-    names = (root / "RECORDS").read_text().split() if (root / "RECORDS").is_file() else sorted(labels)
-    for name in names:
-        if name not in labels:
-            raise ECGInputError(root / "REFERENCE.csv", f"no label for record {name!r}")
-        header = root / f"{name}.hea"
-        if not header.is_file():
-            raise ECGInputError(header, "missing WFDB header file")
-        try:
-            rec = wfdb.rdrecord(str(root / name))
-        except Exception as error:  # wfdb raises many types; all mean "unreadable"
-            raise ECGInputError(header, f"cannot read WFDB record ({type(error).__name__}: {error})") from None
-        if rec.n_sig != 1:
-            raise ECGInputError(header, f"expected one lead, found {rec.n_sig}")
-        scale = 1e-3 if (rec.units or ["mV"])[0].lower() in ("uv", "µv") else 1.0
-        yield validate_record(ECGRecord(
-            signal=np.asarray(rec.p_signal, np.float32) * scale, fs=float(rec.fs), lead_names=("I",),
-            record_id=name, patient_id=name, source="cinc2017", metadata={"label": labels[name]},
-            path=str(header)))
-
-
 def ingest_cinc2017(root, output, *, target_fs: float = 250.0, seed: int = 0) -> ECGStore:
     """A store of the CinC 2017 records (resampled to target_fs, lead I of the 12-lead layout),
-    split 75/5/20 % train/val/test by hashed record (= patient) id as in 001."""
-    from ecgjax.data.ingest import ingest_records
+    split 75/5/20 % train/val/test by hashed record (= patient) id as in 001; unusable records go
+    to the store's rejected.csv (as `python -m ecgjax.data.ingest --source=cinc2017`)."""
+    from ecgjax.data.ingest import ingest
 
-    split = SplitConfig(method="hash", val_fraction=0.05, test_fraction=0.20, seed=seed)
-    ingest_records(read_cinc2017(root), output, target_fs=target_fs, split=split)
+    ingest("cinc2017", root, output, target_fs=target_fs, workers=0, progress=False,
+           split=dataclasses.replace(CINC2017_SPLIT, seed=seed))
     return ECGStore(output)

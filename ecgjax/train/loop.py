@@ -22,6 +22,7 @@ from ecgjax.data import ingest, pipeline
 from ecgjax.data.store import ECGStore
 from ecgjax.train import checkpoint, mesh as mesh_lib, optim, state as state_lib, step as step_lib
 from ecgjax.train.metrics_log import MetricsLog
+from ecgjax.errors import UserError
 
 
 logger = logging.getLogger("ecgjax")
@@ -50,7 +51,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                        f"the batch ({config.train.batch_size})"))
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"bad config: {message}")
+            raise UserError(f"bad config: {message}")
 
 
 def open_store(data: ml_collections.ConfigDict) -> ECGStore:
@@ -111,6 +112,103 @@ class Trainer:
         return self.train_step(state, mesh_lib.shard_batch(host_batch, self.mesh))
 
 
+# Keys that may change between a run and its resumption: they alter neither the model, the
+# optimizer, the objective nor the data order. `arg` and `runlocal` only describe how the config
+# was built; the values they set are compared themselves. Not data.num_workers: Grain's saved
+# iterator state only restores into an iterator with the same number of workers.
+RESUMABLE_KEYS = frozenset({
+    "arg", "runlocal", "data.synthetic.cache_dir", "train.log_every", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.num_devices",
+})
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """'key: saved X, now Y' for every key of a run's saved config.json that `config` changes,
+    apart from RESUMABLE_KEYS (and train.num_steps under a constant schedule, which ignores it)."""
+    now = _flat(json.loads(config.to_json_best_effort()))  # same JSON types as the saved file
+    before = _flat(saved)
+    allowed = set(RESUMABLE_KEYS)
+    if now.get("optim.schedule") == before.get("optim.schedule") == "constant":
+        allowed.add("train.num_steps")  # training longer under a constant lr is the same run
+    absent = object()
+
+    def show(value) -> str:
+        return "(absent)" if value is absent else json.dumps(value)
+
+    return [f"{key}: saved {show(before.get(key, absent))}, now {show(now.get(key, absent))}"
+            for key in sorted(set(before) | set(now))
+            if key not in allowed and before.get(key, absent) != now.get(key, absent)]
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+    """Saved checkpoint steps in workdir/checkpoints, read without creating anything."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses to resume a run in `workdir` under a config that changes what it trains.
+
+    Checked before anything is written: a mismatch would overwrite config.json and then fail to
+    restore (or silently mix two runs). No checkpoint yet means nothing to protect.
+    """
+    path = os.path.join(workdir, "config.json")
+    steps = _checkpoint_steps(workdir)
+    if not steps or not os.path.isfile(path):
+        return
+    with open(path) as f:
+        differences = config_differences(json.load(f), config)
+    if differences:
+        lines = "\n".join(f"  {line}" for line in differences)
+        raise UserError(
+            f"--workdir={workdir} holds a run (checkpoints up to step {steps[-1]}) of another config; "
+            f"resuming it would mix two runs. Differing keys:\n{lines}\n"
+            f"Use a new --workdir for this config, or resume with the same flags as before "
+            f"(saved in {path}).")
+
+
+def resolve_run_dir(path: str, flag: str | None = None) -> str:
+    """The absolute pretraining workdir at `path`, checked before anything is loaded from it.
+
+    A UserError names the path (as `flag=path` when `flag` is given) and what to pass instead when
+    it is missing, empty, not a run, a run's checkpoints/ folder (or a step in it), or a run that
+    has saved no checkpoint yet.
+    """
+    name = f"{flag}={path}" if flag else str(path)
+    want = "pass the --workdir of a pretraining run (experiments/pretrain.py)"
+    if not path:
+        raise UserError(f"{flag or 'checkpoint'} is empty; {want}")
+    run = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(run):
+        problem = "no such directory" if not os.path.exists(run) else "a file, not a directory"
+        raise UserError(f"{name}: {problem}; {want}")
+    for folder in (run, os.path.dirname(run)):  # RUN/checkpoints or RUN/checkpoints/STEP
+        parent = os.path.dirname(folder)
+        if os.path.basename(folder) == "checkpoints" and os.path.isfile(os.path.join(parent, "config.json")):
+            instead = f"{flag}={parent}" if flag else parent
+            raise UserError(f"{name}: this is the run's checkpoints folder, not the run; pass {instead}")
+    if not os.path.isfile(os.path.join(run, "config.json")):
+        problem = "an empty directory" if not os.listdir(run) else "not a pretraining run (no config.json)"
+        raise UserError(f"{name}: {problem}; {want}")
+    if not _checkpoint_steps(run):
+        raise UserError(f"{name}: the run has saved no checkpoint yet (none in {os.path.join(run, 'checkpoints')}); "
+                        f"let it run past train.checkpoint_every steps, or {want} that has one")
+    return run
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -124,9 +222,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) pretraining in `workdir`; returns the last step's metrics."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    check_resumable(config, workdir)
     trainer = Trainer(config)
     store = open_store(config.data)
+    os.makedirs(workdir, exist_ok=True)  # after the checks above, so a mistake leaves no empty workdir
     labels = {c: f"{store.metadata[c].mean():.1%}" for c in store.label_columns()}
     logger.info("data %s: %d records of %d patients at %g Hz (%d patients in split %r); label "
                 "prevalence %s", store.path, len(store), store.num_patients, store.fs,
@@ -145,7 +244,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, data_iter = ckpt.restore(state, data_iter)
     start = int(state.step)
     total = config.train.num_steps
-    log = MetricsLog(workdir, total, enabled=is_main)
+    log = MetricsLog(workdir, total, enabled=is_main, start_step=start)
     logger.info("pretraining %s/%s: %d parameters, %d devices, batch %d, steps %d..%d, data %s",
                  config.objective.method, config.model.encoder.name,
                  state_lib.count_params(state.params), trainer.mesh.size, config.train.batch_size,
@@ -176,7 +275,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def restore_pretrained(workdir: str, step: int | None = None):
     """(config, PretrainModel, variables) of a pretraining run's checkpoint, for evaluation."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = resolve_run_dir(workdir)
     config = load_config(workdir)
     model = state_lib.build_model(config)
     optimizer, _ = optim.make_optimizer(config.optim, config.train.num_steps)

@@ -27,13 +27,47 @@ def setup_console_logging(level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
-class MetricsLog:
-    """Writes `{step, name: value, ...}` records; `console()` prints a progress line with ETA."""
+def drop_steps_after(jsonl_path: str, last_step: int) -> int:
+    """Removes the records of steps after `last_step` from a metrics.jsonl (atomically: a temporary
+    file, then os.replace); returns how many were removed. A resumed run replays those steps, so
+    each step keeps one line. A line cut short by a kill mid-write is removed too."""
+    if not os.path.isfile(jsonl_path):
+        return 0
+    with open(jsonl_path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):  # not a whole record
+            continue
+        if step <= last_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept == lines:
+        return 0
+    temporary = jsonl_path + ".tmp"
+    with open(temporary, "w") as f:
+        f.writelines(kept)
+    os.replace(temporary, jsonl_path)
+    return len(lines) - len(kept)
 
-    def __init__(self, workdir: str, total_steps: int, *, enabled: bool = True):
+
+class MetricsLog:
+    """Writes `{step, name: value, ...}` records; `console()` prints a progress line with ETA.
+
+    `start_step` is the step training resumes from (0 for a fresh run): records of later steps left
+    in metrics.jsonl by an interrupted run are dropped, as those steps run again. The TensorBoard
+    event files keep both, as they do for any restarted run.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, *, enabled: bool = True, start_step: int = 0):
         self.total_steps = total_steps
         self.enabled = enabled
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        if enabled:
+            dropped = drop_steps_after(self.jsonl_path, start_step)
+            if dropped:
+                logger.info("metrics.jsonl: dropped %d records after step %d (they run again)", dropped, start_step)
         self._jsonl = open(self.jsonl_path, "a") if enabled else None
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
         self._start_time = None

@@ -34,5 +34,5 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     if optim.get("grad_clip", 0.0):
         chain.append(optax.clip_by_global_norm(optim.grad_clip))
     chain.append(optax.adamw(schedule, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
-                             weight_decay=optim.weight_decay))
+                             eps=optim.get("eps", 1e-8), weight_decay=optim.weight_decay))
     return optax.chain(*chain), schedule

@@ -1,0 +1,96 @@
+"""PhysioNet/CinC Challenge 2017 (AF classification from a short single-lead ECG) as published.
+
+Layout: a folder of single-lead WFDB records 'A00001.hea' + '.mat' at 300 Hz (AliveCor lead,
+named 'ECG'), a RECORDS list, and REFERENCE.csv with one 'A00001,N' line per record; the class is
+N (normal), A (AF), O (other rhythm) or ~ (noisy). Public copies of REFERENCE.csv often begin with
+a header line ('data_source,class', ...) and have CRLF line ends: both are accepted.
+
+The lead is read as lead I; each record is its own patient (the challenge publishes no patient
+ids); the class goes to metadata 'label', the column of the 'cinc2017' probe task.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Iterator
+
+import numpy as np
+
+from ecgjax.data.errors import ECGInputError
+from ecgjax.data.record import ECGRecord
+from ecgjax.data.splits import SplitConfig
+
+CINC2017_CLASSES = ("N", "A", "O", "~")
+# 001 splits the records at random 75/5/20 % train/val/test: a hashed split, record = patient.
+CINC2017_SPLIT = SplitConfig(method="hash", val_fraction=0.05, test_fraction=0.20)
+REFERENCE = "REFERENCE.csv"
+LAYOUT_FIX = "expected the PhysioNet/CinC 2017 layout: REFERENCE.csv ('A00001,N' lines) beside the A*.hea/.mat records"
+
+
+def read_cinc2017_reference(root) -> dict[str, str]:
+    """REFERENCE.csv -> {record: label}; an optional header line is skipped, CRLF accepted."""
+    path = pathlib.Path(root) / REFERENCE
+    if not path.is_file():
+        raise ECGInputError(path, f"missing REFERENCE.csv ({LAYOUT_FIX})")
+    labels: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8-sig").splitlines()  # utf-8-sig: spreadsheets add a BOM
+    first = True
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        is_header = (first and len(parts) == 2 and parts[1] not in CINC2017_CLASSES
+                     and not (path.parent / f"{parts[0]}.hea").is_file())  # a record's bad label is no header
+        first = False
+        if is_header:
+            continue
+        if len(parts) != 2 or parts[1] not in CINC2017_CLASSES:
+            raise ECGInputError(path, f"line {number}: expected 'RECORD,LABEL' with LABEL in "
+                                      f"{CINC2017_CLASSES}, got {line!r}")
+        labels[parts[0]] = parts[1]
+    if not labels:
+        raise ECGInputError(path, f"no labelled records ({LAYOUT_FIX})")
+    return labels
+
+
+def cinc2017_items(root) -> list[dict]:
+    """One picklable item {'path', 'record_id', 'label'} per record, in RECORDS order (else sorted);
+    'label' is None for a record REFERENCE.csv does not label."""
+    root = pathlib.Path(root)
+    labels = read_cinc2017_reference(root)
+    names = (root / "RECORDS").read_text().split() if (root / "RECORDS").is_file() else sorted(labels)
+    return [{"path": str(root / name), "record_id": name, "label": labels.get(name)} for name in names]
+
+
+def read_cinc2017_record(path, record_id: str, label: str | None) -> ECGRecord:
+    """One record (path without extension) as a validated single-lead ECGRecord in mV, lead I.
+
+    Raises ECGInputError naming the header (or REFERENCE.csv for an unlabelled record).
+    """
+    import wfdb
+
+    from ecgjax.data.readers import validate_record
+
+    path = pathlib.Path(path)
+    if label is None:
+        raise ECGInputError(path.parent / REFERENCE, f"no label for record {record_id!r}")
+    header = path.with_suffix(".hea")
+    if not header.is_file():
+        raise ECGInputError(header, "missing WFDB header file")
+    try:
+        rec = wfdb.rdrecord(str(path))
+    except Exception as error:  # wfdb raises many types; all mean "unreadable"
+        raise ECGInputError(header, f"cannot read WFDB record ({type(error).__name__}: {error})") from None
+    if rec.n_sig != 1:
+        raise ECGInputError(header, f"expected one lead, found {rec.n_sig}")
+    scale = 1e-3 if (rec.units or ["mV"])[0].lower() in ("uv", "µv") else 1.0
+    return validate_record(ECGRecord(
+        signal=np.asarray(rec.p_signal, np.float32) * scale, fs=float(rec.fs), lead_names=("I",),
+        record_id=record_id, patient_id=record_id, source="cinc2017", metadata={"label": label},
+        path=str(header)))
+
+
+def read_cinc2017(root) -> Iterator[ECGRecord]:
+    """Yields the labelled records (metadata {'label': N|A|O|~}) of a CinC 2017 folder; the first
+    unusable record raises (ingest instead rejects it and goes on)."""
+    for item in cinc2017_items(root):
+        yield read_cinc2017_record(item["path"], item["record_id"], item["label"])

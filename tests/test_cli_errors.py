@@ -1,0 +1,151 @@
+"""Every user mistake at the command line is a short `error:` naming the flag or file, a non-zero
+exit and no traceback (unless --debug): each entry point run as a real subprocess from the repo
+root. Also: a changed config in an existing pretraining workdir is refused without touching it,
+and the same config still resumes."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fixtures import write_wfdb_fixture
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if k != "ECGJAX_DEBUG"} | {"JAX_PLATFORMS": "cpu"}
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO, env=ENV)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *named) -> str:
+    """A failure with no traceback whose output names every string in `named`; returns the output."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for name in named:
+        assert str(name) in output, (name, output[-3000:])
+    return output
+
+
+@pytest.fixture(scope="module")
+def pretrain_args(tmp_path_factory):
+    """experiments/pretrain.py with a tiny hybrid config on a 24-patient synthetic cohort."""
+    cache = tmp_path_factory.mktemp("synthetic_cache")
+    return ["experiments/pretrain.py", "--config=configs/hybrid.py:runlocal", "--config.train.num_steps=2",
+            "--config.train.batch_size=8", "--config.train.checkpoint_every=2",
+            f"--config.data.synthetic.cache_dir={cache}", "--config.data.synthetic.num_patients=24",
+            "--config.data.synthetic.records_per_patient=2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(pretrain_args, tmp_path_factory):
+    """The workdir of a finished 2-step pretraining run."""
+    workdir = tmp_path_factory.mktemp("pretrain") / "run"
+    result = run(*pretrain_args, f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+# ---------------------------------------------------------------------------------- configs
+
+def test_misspelled_override_suggests_the_closest_key(pretrain_args, tmp_path):
+    result = run(*pretrain_args, f"--workdir={tmp_path / 'run'}", "--config.train.stepz=5")
+    assert_user_error(result, "--config.train.stepz", "did you mean train.")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = run("experiments/pretrain.py", "--config=configs/nope.py", f"--workdir={tmp_path / 'run'}")
+    assert_user_error(result, "configs/nope.py", "not found")
+
+
+def test_missing_store(pretrain_args, tmp_path):
+    store = tmp_path / "no_store"
+    result = run(*pretrain_args, f"--workdir={tmp_path / 'run'}", f"--config.data.store={store}")
+    assert_user_error(result, store, "python -m ecgjax.data.ingest")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- probe checkpoints
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "checkpoints_folder"])
+def test_probe_checkpoint_mistakes(kind, pretrained_run, tmp_path):
+    given = {"missing": tmp_path / "nowhere", "empty": tmp_path / "empty",
+             "checkpoints_folder": pretrained_run / "checkpoints"}[kind]
+    if kind == "empty":
+        given.mkdir()
+    result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", f"--config.checkpoint={given}",
+                 f"--workdir={tmp_path / 'probe'}")
+    fix = f"pass --config.checkpoint={pretrained_run}" if kind == "checkpoints_folder" else "pass the --workdir"
+    assert_user_error(result, f"--config.checkpoint={given}", fix)
+    assert not (tmp_path / "probe").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("experiments/probe.py", "--config=configs/probe.py:runlocal",
+                 f"--config.checkpoint={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}", "--debug")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "resolve_run_dir" in result.stderr
+
+
+# ---------------------------------------------------------------------------------- ingest
+
+def ingest(*flags) -> subprocess.CompletedProcess:
+    return run("-m", "ecgjax.data.ingest", "--workers=0", *flags)
+
+
+def test_ingest_of_a_missing_input(tmp_path):
+    assert_user_error(ingest("--source=wfdb", f"--input={tmp_path / 'nope'}", f"--output={tmp_path / 'store'}"),
+                      tmp_path / "nope", "--input")
+
+
+def test_ingest_wfdb_without_input(tmp_path):
+    assert_user_error(ingest("--source=wfdb", f"--output={tmp_path / 'store'}"), "--input")
+
+
+def test_ingest_of_a_folder_without_records(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "notes.txt").write_text("no records here\n")
+    assert_user_error(ingest("--source=wfdb", f"--input={tmp_path / 'corpus'}", f"--output={tmp_path / 'store'}"),
+                      tmp_path / "corpus")
+
+
+def test_ingest_where_every_record_is_rejected(tmp_path):
+    for name in ("flat1", "flat2"):  # every lead constant: refused by the reader's checks
+        write_wfdb_fixture(tmp_path / "corpus", name, signal_mv=np.full((1000, 12), 0.5))
+    result = ingest("--source=wfdb", f"--input={tmp_path / 'corpus'}", f"--output={tmp_path / 'store'}")
+    assert_user_error(result, tmp_path / "corpus", "rejected")
+    rejected = (tmp_path / "store" / "rejected.csv").read_text()
+    assert "flat1" in rejected and "flat2" in rejected
+
+
+# ---------------------------------------------------------------------------------- annotate
+
+def test_annotate_on_an_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("experiments/annotate.py", f"--checkpoint={tmp_path / 'model'}", f"--input={tmp_path / 'empty'}",
+                 f"--output={tmp_path / 'out'}")
+    assert_user_error(result, f"--input={tmp_path / 'empty'}", "no WFDB records")
+
+
+# ---------------------------------------------------------------------------------- changed config
+
+def test_changed_config_in_an_existing_workdir_is_refused(pretrain_args, pretrained_run):
+    config_before = (pretrained_run / "config.json").read_bytes()
+    steps_before = sorted(os.listdir(pretrained_run / "checkpoints"))
+    result = run(*pretrain_args, f"--workdir={pretrained_run}", "--config.model.encoder.width=32")
+    output = assert_user_error(result, f"--workdir={pretrained_run}", "  model.encoder.width: saved 64, now 32",
+                               "Use a new --workdir")
+    assert [line for line in output.splitlines() if ": saved " in line] == ["  model.encoder.width: saved 64, now 32"]
+    assert (pretrained_run / "config.json").read_bytes() == config_before
+    assert sorted(os.listdir(pretrained_run / "checkpoints")) == steps_before
+
+    resumed = run(*pretrain_args, f"--workdir={pretrained_run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "restored step 2" in resumed.stderr
