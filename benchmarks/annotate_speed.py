@@ -16,11 +16,10 @@ import re
 import tempfile
 import time
 
-import jax
-import numpy as np
 import wfdb
 from absl import app, flags
 
+from ecgjax import markdown
 from ecgjax.machine import cpu_model
 from ecgjax.annotate import apply, train_heads
 from ecgjax.annotate.run import record_paths
@@ -35,11 +34,9 @@ _STRIDE_S = flags.DEFINE_float("stride_s", 10.0, "Stride (s).")
 SECTION = "## Annotation"
 
 
-def _random_model() -> train_heads.AnnotationModel:
+def _random_model():
     config = {"name": "resnet18", "chan_start": 8, "in_leads": 1, "num_samples": 2500}
-    model = train_heads.AnnotationModel(config, None, 250.0, ("II",), 10.0)
-    model.variables = model.module.init(jax.random.PRNGKey(0), np.zeros((2, 2500, 1), np.float32), train=False)
-    return model
+    return train_heads.annotation_model(config, fs=250.0, leads=("II",), window_s=10.0)
 
 
 def _hours(path: str) -> float:
@@ -89,7 +86,8 @@ def main(argv):
         print(f"QRS track {label}: {hours:.2f} h in {seconds:.1f} s = {hours / (seconds / 60):.1f} h of ECG per minute")
     cpu = cpu_model()
     load = os.getloadavg()[0]
-    table = "\n".join(f"| {label} | {s:.1f} | {h:.1f} |" for label, s, h in rows)
+    table = markdown.table(["QRS heart-rate track", "wall time (s)", "h of ECG per minute"],
+                           [(label, f"{s:.1f}", f"{h:.1f}") for label, s, h in rows])
     text = f"""{SECTION}
 
 `python benchmarks/annotate_speed.py{' --checkpoint=' + _CHECKPOINT.value if _CHECKPOINT.value else ''}`: end-to-end
@@ -102,8 +100,6 @@ excerpt) {compile_s:.1f} s, not counted. Target: >= 24 h of ECG per minute. The 
 Python loop per beat) dominates; at 150 Hz its window heart rates on these records match the 360 Hz ones
 within 0.05-0.7 bpm MAE against the reference beats except 222 (2.3 vs 0.07 bpm) and 105/119 (+0.5 bpm).
 
-| QRS heart-rate track | wall time (s) | h of ECG per minute |
-|---|---|---|
 {table}
 """
     write_section(_RESULTS.value, text)

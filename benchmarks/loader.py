@@ -6,7 +6,9 @@ Prints (and records in benchmarks/RESULTS.md by hand, under '## Data'):
   1. float16 storage error against the float32 preprocessed signal on real PTB-XL records;
   2. random-access segment reads/s: memory-mapped .npy shards vs ArrayRecord;
   3. ingest rate (records/s, and per worker process) on a subset of PTB-XL;
-  4. loader throughput: 10 s, 12-lead, 250 Hz segments/s with 0, 1, 2 Grain workers.
+  4. loader throughput (read + crop; pretraining augments on the device): 10 s, 12-lead, 250 Hz
+     segments/s, per core (the batch function alone, CPU time of this process) and through Grain
+     with 0, 1, 2 workers, for the store's float16 samples (what pretraining loads) and float32.
 Run alone: the figures are only meaningful on an otherwise idle machine.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from absl import app, flags
 
 from ecgjax.data.ingest import ingest
 from ecgjax.machine import describe as describe_machine
-from ecgjax.data.pipeline import make_pretrain_dataset
+from ecgjax.data.pipeline import CPCSpec, PatientRecords, PatientViews, make_pretrain_dataset
 from ecgjax.data.store import ECGStore
 
 _PTBXL = flags.DEFINE_string("ptbxl", "/work/shared/data/ptbxl", "PTB-XL root.")
@@ -91,9 +93,10 @@ def random_reads(store: ECGStore, num_reads: int, segment: int = 1250) -> dict:
     return {"npy_memmap_reads_per_s": round(npy_rate), "array_record_reads_per_s": round(ar_rate)}
 
 
-def loader_rate(store: ECGStore, num_workers: int, views, augmentation, num_batches: int) -> float:
+def loader_rate(store: ECGStore, num_workers: int, views, num_batches: int, dtype) -> float:
+    """Segments/s out of the Grain pipeline (batch 256), after 3 warm-up batches."""
     ds = make_pretrain_dataset(store, views=views, batch_size=256, segment_s=10.0, seed=0, split=None,
-                               augmentation=augmentation, num_workers=num_workers)
+                               num_workers=num_workers, dtype=dtype)
     it = iter(ds)
     for _ in range(3):  # warm-up: worker start, page cache
         next(it)
@@ -101,6 +104,19 @@ def loader_rate(store: ECGStore, num_workers: int, views, augmentation, num_batc
     for _ in range(num_batches):
         next(it)
     return 256 * num_batches / (time.perf_counter() - t0)
+
+
+def crop_rate_per_core(store: ECGStore, views, num_batches: int, dtype) -> float:
+    """Segments (crops) per CPU-second of the batch function alone, in this process (one thread)."""
+    length = int(round(10.0 * store.fs))
+    fn = PatientViews(store, PatientRecords.from_store(store, None, length), views, length, None, CPCSpec(),
+                      dtype=dtype)
+    rng = np.random.default_rng(0)
+    fn(np.arange(256), rng)  # warm-up: memory maps, page cache
+    t0 = time.process_time()
+    for _ in range(num_batches):
+        fn(rng.integers(0, len(fn.patient_records), 256), rng)
+    return 256 * len(views) * num_batches / (time.process_time() - t0)
 
 
 def main(argv):
@@ -130,11 +146,16 @@ def main(argv):
     print("float16 error vs float32 (mV):", float16_error(store, root))
     print("random 5 s segment reads/s:", random_reads(store, _READS.value))
 
-    for views, augmentation in ((("segment",), None), (("segment", "segment_aug"), "default")):
-        for num_workers in (0, 1, 2):
-            rate = loader_rate(store, num_workers, views, augmentation, _BATCHES.value)
-            print(f"loader views={'+'.join(views)} augmentation={augmentation} workers={num_workers}: "
-                  f"{rate:,.0f} segments/s (10 s, 12 leads, 250 Hz; batch 256)")
+    for dtype in (np.float16, np.float32):
+        name = np.dtype(dtype).name
+        for views in (("segment",), ("segment", "patient_segment")):
+            per_core = crop_rate_per_core(store, views, _BATCHES.value, dtype)
+            print(f"read+crop {'+'.join(views)} {name}: {per_core:,.0f} segments per CPU-second "
+                  f"(10 s, 12 leads, 250 Hz; batch function alone)")
+            for num_workers in (0, 1, 2):
+                rate = loader_rate(store, num_workers, views, _BATCHES.value, dtype)
+                print(f"loader views={'+'.join(views)} {name} workers={num_workers}: "
+                      f"{rate * len(views):,.0f} segments/s ({rate:,.0f} batch rows/s; batch 256)")
     print("machine:", describe_machine())
 
 

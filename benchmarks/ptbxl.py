@@ -22,7 +22,9 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for configs/
 from configs import probe as probe_configs  # noqa: E402
+from ecgjax import markdown  # noqa: E402
 from ecgjax.eval import probe, report  # noqa: E402
+from ecgjax.eval.metrics import CRITERIA_TASKS  # noqa: E402
 from ecgjax.machine import describe as describe_machine  # noqa: E402
 from ecgjax.train.metrics_log import setup_console_logging  # noqa: E402
 
@@ -38,7 +40,7 @@ _EPOCHS = flags.DEFINE_list("epochs", ["10", "8", "3"], "Fine-tuning epochs per 
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples for the CIs.")
 flags.mark_flags_as_required(["store", "hl", "cl", "workdir"])
 
-LABELS = ("MI", "STTC", "CD", "HYP")
+LABELS = CRITERIA_TASKS
 # (arm name, which pretraining run gives the checkpoint / architecture, init, mode)
 ARMS = (
     ("HL linear", "hl", "pretrained", "linear"),
@@ -104,15 +106,10 @@ def write_markdown(results: dict) -> None:
         lines += [f"### Test {metric.upper()} (mean ± std over seeds [patient-level bootstrap 95% CI, "
                   "averaged over seeds])", ""]
         for fraction in fractions:
+            rows = [[name, len(runs), *(summarise(runs, label, metric) for label in LABELS)]
+                    for name, *_ in ARMS if (runs := results.get((name, fraction)))]
             lines += [f"#### {fraction:.0%} of training labels", "",
-                      "| arm | seeds | " + " | ".join(LABELS) + " |",
-                      "|---|---|" + "---|" * len(LABELS)]
-            for name, *_ in ARMS:
-                runs = results.get((name, fraction))
-                if runs:
-                    cells = [summarise(runs, label, metric) for label in LABELS]
-                    lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
-            lines.append("")
+                      markdown.table(["arm", "seeds", *LABELS], rows), ""]
     lines.append(END)
     tables = "\n".join(lines)
     path = pathlib.Path(_OUTPUT.value)

@@ -30,11 +30,12 @@ import pandas as pd
 from absl import flags
 from sklearn.metrics import roc_auc_score
 
-from ecgjax import cli
+from ecgjax import cli, markdown
 from ecgjax.annotate import apply, reference, train_heads
 from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, heart_rate_class
 from ecgjax.annotate.run import record_paths
 from ecgjax.data import readers
+from ecgjax.downstream.model import is_saved
 from ecgjax.machine import cpu_model
 
 # The shared data beside the checkout (as in tests/conftest.py), wherever the repository lives.
@@ -89,11 +90,11 @@ def _label_agreement(data: train_heads.HeadData, codes: pd.DataFrame) -> dict:
 
 def train_or_load(workdir: str, log=print):
     model_dir = os.path.join(workdir, "model")
-    trained = train_heads.is_annotation_model_dir(model_dir) and os.path.isfile(os.path.join(workdir, "training.json"))
+    trained = is_saved(model_dir) and os.path.isfile(os.path.join(workdir, "training.json"))
     if trained and not _RETRAIN.value:
         log(f"loading {model_dir}")
         with open(os.path.join(workdir, "training.json")) as f:
-            return train_heads.load_annotation_model(model_dir), {**json.load(f), "reused": True}
+            return apply.load_model(model_dir), {**json.load(f), "reused": True}
     rng = np.random.default_rng(_SEED.value)
     began = time.perf_counter()
     table = readers.load_ptbxl_table(_PTBXL.value)
@@ -177,12 +178,8 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def write_report(path, summary, info, annotate_s, total_s, command):
@@ -223,7 +220,7 @@ network's bpm head, "HR MAE QRS" the detector track (qrs_hr_bpm); "HR class acc.
 against the class of the reference rate. Windows flagged invalid (gap, flat lead, saturation) are
 excluded and counted.
 
-{_markdown_table(summary)}
+{markdown.table(summary.columns, summary.itertuples(index=False), _cell)}
 
 Notes: one training seed, no pretrained encoder, no confidence intervals (window-level scores of
 consecutive windows are correlated; 3 AF records). Rhythms other than AFIB count as AF-negative,

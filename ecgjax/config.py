@@ -58,8 +58,8 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     c.data.segment_s = 10.0
     c.data.split = "train"
     c.data.num_workers = 2
-    # name -> params of ecgjax.data.augment (prob, and the function's keywords); each augmented
-    # view gets an independent draw.
+    # name -> params of ecgjax.data.augment (prob, and the transform's keywords), applied on the
+    # device inside the train step; each augmented view gets an independent draw. {} = none.
     c.data.augmentation = ml_collections.ConfigDict(augment.DEFAULT_AUGMENTATION)
 
     c.model = ml_collections.ConfigDict()

@@ -16,7 +16,7 @@ from ecgjax import cli
 from ecgjax.annotate import apply, run
 from ecgjax.errors import UserError
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory of a saved model (AnnotationModel or Classifier).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory of a saved model (annotate.train_heads, or a probe run with --config.save_model).")
 _INPUT = flags.DEFINE_string("input", None, "A WFDB record or a folder of records.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the CSV, WFDB annotation and PNG files.")
 _WINDOW_S = flags.DEFINE_float("window_s", None, "Window length in seconds (default: the model's).")

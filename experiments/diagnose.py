@@ -16,7 +16,7 @@ _TASK = flags.DEFINE_string("task", "MI", "Task whose labels colour the plot and
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory.")
 _STORE = flags.DEFINE_string("store", "", "Store ('' = the checkpoint's pretraining data).")
 _FOLDS = flags.DEFINE_list("folds", [], "train,val,test PTB-XL folds, e.g. 1-7,8,9 (default: store splits).")
-_SUPERVISED = flags.DEFINE_string("supervised", "", "A saved supervised Classifier (approximation error).")
+_SUPERVISED = flags.DEFINE_string("supervised", "", "A saved supervised model, e.g. a probe's --config.save_model (approximation error).")
 _METHOD = flags.DEFINE_enum("method", "pca", ["pca", "tsne"], "2-D projection of the plot.")
 flags.mark_flags_as_required(["checkpoint", "output"])
 

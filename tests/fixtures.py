@@ -107,13 +107,8 @@ def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dic
 
 
 def set_fields(config, fields: dict):
-    """Sets dotted keys ('train.batch_size': 8) of an ml_collections config; returns it."""
-    for key, value in fields.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    """config.update_from_flattened_dict(fields) ('train.batch_size': 8, ...), returning config."""
+    config.update_from_flattened_dict(fields)
     return config
 
 

@@ -356,13 +356,13 @@ def test_plot_legends_name_classes_and_shade_the_reference_af():
         assert labels[:3] == ["0:00", "5:00", "10:00"] and labels[-1] == "30:00"
         assert signal_axis.get_xlabel() == "time (m:ss)"
     finally:
-        outputs.plt.close(figure)
+        figure.clear()
     figure = outputs.tracks_figure(tracks, np.zeros((1800 * 10, 1)), 10.0, af_key="af_prob", reference_af=[])
     try:
         assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["reference AF: none"]
         default = [f"hr_class_prob_{i}" for i in range(4)]  # no class names given
         assert [t.get_text() for t in figure.axes[1].get_legend().get_texts()] == default
     finally:
-        outputs.plt.close(figure)
+        figure.clear()
     with pytest.raises(ValueError, match="4 columns but 2 class names"):
         outputs.legend_labels("hr_class_prob", 4, ("a", "b"))

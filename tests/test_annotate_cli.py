@@ -12,9 +12,9 @@ import pytest
 import wfdb
 from absl import flags
 
-from ecgjax.annotate import outputs, reference, train_heads
+from ecgjax.annotate import apply, outputs, reference, train_heads
 from ecgjax.annotate.heart_rate import BRADYCARDIA, HEART_RATE_CLASSES, NOISE, NORMAL, TACHYCARDIA
-from ecgjax.eval.classifier import Classifier, init_variables
+from ecgjax.eval.classifier import task_model
 from ecgjax.eval.tasks import Task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_heart_rate_labels_come_from_qrs_detection(heads_data):
 
 
 def test_trained_heads_save_and_load(model_dir, heads_data):
-    model = train_heads.load_annotation_model(model_dir)
+    model = apply.load_model(model_dir)
     assert (model.fs, model.leads, model.window_s) == (MODEL_FS, ("II",), WINDOW_S)
     assert len(model.history) == 4 and all(np.isfinite(h["hr_class"]) for h in model.history[:3])
     assert set(model.history[-1]["val"]) == {"af_auroc", "hr_class_accuracy", "hr_bpm_mae"}
@@ -155,11 +155,11 @@ def test_cli_single_lead_resampling_and_bad_segments(model_dir, tmp_path):
 
 
 def test_cli_with_eval_classifier_masks_absent_leads(tmp_path):
-    """A saved ecgjax.eval Classifier (random weights) for leads II + V1 on a 128 Hz lead-II-only
+    """A saved probe model (ecgjax.eval.classifier, random weights) for leads II + V1 on a 128 Hz lead-II-only
     record: V1 arrives as zeros and is not judged, so every window stays valid."""
     task = Task("afib", "binary", ("AFIB",), leads=("II", "V1"), window_s=WINDOW_S)
     encoder = {**TINY_ENCODER, "in_leads": 2}
-    Classifier(encoder, task, init_variables(encoder, task, None, 0), MODEL_FS, WINDOW_S).save(tmp_path / "clf")
+    task_model(encoder, task, MODEL_FS).save(tmp_path / "clf")
     wfdb.wrsamp("solo", fs=128, units=["mV"], sig_name=["MLII"], p_signal=beat_train(60, 30, 128)[:, None],
                 fmt=["16"], write_dir=str(tmp_path))
     out = tmp_path / "out"

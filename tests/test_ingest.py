@@ -18,6 +18,7 @@ from ecgjax.data.splits import SplitConfig, format_folds, parse_folds, resolve_f
 from ecgjax.data.synthetic import generate_cohort
 from ecgjax.errors import UserError
 from ecgjax.eval import tasks
+from ecgjax.eval.task_data import load_task_data
 from fixtures import write_cinc2017_fixture, write_wfdb_fixture
 
 SPEC = "patients=12,records=2,seed=5"
@@ -224,5 +225,5 @@ def test_cinc2017_from_the_command_line(tmp_path, header_and_crlf):
     assert dict(zip(store.metadata.record_id, store.metadata.label)) == labels
     assert store.fs == 250 and store.lead_mask(0).tolist() == [True] + [False] * 11
     assert store.config["split"]["test_fraction"] == 0.2  # 001's 75/5/20 %
-    data = tasks.load_task_data(store, tasks.get_task("cinc2017"))
+    data = load_task_data(store, tasks.get_task("cinc2017"))
     assert sum(len(a) for a in data.values()) == 8 and data["train"].x.shape[2] == 1

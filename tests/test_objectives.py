@@ -344,10 +344,6 @@ def test_hybrid_loss_is_eq3_sum():
     assert set(logged) == set(parts)
     total, _ = hybrid.hybrid_loss(parts, {"reconstruction": 2.0, "sample": 0.0})
     assert float(total) == pytest.approx(2 * 16.9187 + 135.0332, rel=1e-5)
-    cl_total, _ = hybrid.method_loss("cl", {"patient": 1.0, "sample": 2.0})
-    assert float(cl_total) == 3.0
-    with pytest.raises(ValueError):
-        hybrid.method_loss("hl", {"patient": 1.0, "sample": 2.0})
     with pytest.raises(ValueError):
         hybrid.hybrid_loss({"recon": 1.0})
 

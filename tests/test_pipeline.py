@@ -130,6 +130,57 @@ def test_workers_do_not_change_the_batches_and_restore_continues_exactly(tmp_pat
     _assert_same([next(restored) for _ in range(3)], serial[3:])
 
 
+def _epoch_patients(ds, batches_per_epoch, epochs):
+    """[epochs] sorted patient lists, one per epoch of `ds`."""
+    it = iter(ds)
+    return [np.sort(np.concatenate([next(it)["patient"] for _ in range(batches_per_epoch)]))
+            for _ in range(epochs)]
+
+
+def test_process_shards_are_disjoint_and_cover_the_split_each_epoch(coded):
+    """Two processes of a batch of 8: each reads its own 8 of the 16 patients in batches of 4;
+    per epoch the global batches hold every patient exactly once."""
+    kwargs = dict(views=("segment",), batch_size=4, segment_s=2.0, seed=3)
+    shards = [make_pretrain_dataset(coded, shard_index=i, shard_count=2, **kwargs) for i in range(2)]
+    per_shard = [_epoch_patients(ds, 2, 3) for ds in shards]
+    for epoch in range(3):
+        a, b = per_shard[0][epoch], per_shard[1][epoch]
+        assert not set(a) & set(b)
+        assert sorted([*a, *b]) == list(range(NUM_PATIENTS))
+        # a shard is the same patients every epoch: a process reads only its part of the store
+        assert list(a) == list(per_shard[0][0])
+    # the crops of a patient come from that patient's records, and the shards draw independent crops
+    first = [next(iter(ds)) for ds in shards]
+    for batch in first:
+        assert (_decode(batch["segment"])[1] == batch["patient"][:, None]).all()
+    assert not np.array_equal(_decode(first[0]["segment"])[0][:, 0], _decode(first[1]["segment"])[0][:, 0])
+
+
+def test_unequal_shards_stay_in_step(coded):
+    """16 patients over 3 processes (6, 5, 5) in batches of 2: every shard gives 2 batches per
+    epoch (those of the smallest), no patient twice in an epoch, and every patient over epochs."""
+    kwargs = dict(views=("segment",), batch_size=2, segment_s=2.0, seed=0)
+    epochs = [_epoch_patients(make_pretrain_dataset(coded, shard_index=i, shard_count=3, num_epochs=8, **kwargs), 2, 8)
+              for i in range(3)]
+    for i in range(3):
+        shard = set(range(NUM_PATIENTS)[i::3])
+        assert all(set(e) <= shard and len(set(e)) == 4 for e in epochs[i])
+        assert set(np.concatenate(epochs[i])) == shard  # the patients cut from an epoch differ
+        assert len(list(make_pretrain_dataset(coded, shard_index=i, shard_count=3, num_epochs=8, **kwargs))) == 16
+    with pytest.raises(ValueError, match="fewer than batch_size 4 x 5 processes"):
+        make_pretrain_dataset(coded, shard_index=0, shard_count=5, **dict(kwargs, batch_size=4))
+    with pytest.raises(ValueError, match="shard 3 of 3"):
+        make_pretrain_dataset(coded, shard_index=3, shard_count=3, **kwargs)
+
+
+def test_an_epoch_is_whole_batches_and_batches_never_mix_epochs(coded):
+    """16 patients in batches of 5: 3 batches per epoch, each epoch 15 different patients."""
+    epochs = _epoch_patients(make_pretrain_dataset(coded, views=("segment",), batch_size=5, segment_s=2.0),
+                             3, 4)
+    assert all(len(set(e)) == 15 for e in epochs)
+    assert len({tuple(e) for e in epochs}) > 1  # a different patient is left out each epoch
+
+
 def test_bad_arguments(coded):
     with pytest.raises(ValueError, match="unknown views"):
         make_pretrain_dataset(coded, views=("segment", "jigsaw"), batch_size=2)

@@ -72,43 +72,6 @@ def test_out_of_range_rule():
         preprocess.clip_out_of_range(x, source="rec.hea")
 
 
-def test_quality_score_ranks_noise_and_is_amplitude_invariant():
-    fs = 250
-    clean = ecg_like(2500, fs, 2, seed=0).astype(np.float32)
-    wander = clean + sine(0.3, fs, 10.0, 1.0, 2)
-    hiss = clean + sine(60.0, fs, 10.0, 0.5, 2)
-    scores = [preprocess.quality_score(w, fs) for w in (clean, wander, hiss)]
-    assert scores[0] < scores[1] and scores[0] < scores[2] and all(0 <= s <= 1 for s in scores)
-    assert preprocess.quality_score(5 * clean + 3.0, fs) == pytest.approx(scores[0], rel=1e-3)  # scale, offset
-    assert preprocess.quality_score(np.ones((2500, 2), np.float32), fs) == 1.0  # flat
-    batched = preprocess.quality_scores(np.stack([clean, wander, hiss]), fs)
-    np.testing.assert_allclose(batched, scores, rtol=1e-5)
-
-
-def test_fixed_windows():
-    assert preprocess.fixed_windows(2500, 250).tolist() == [0]
-    assert preprocess.fixed_windows(7499, 250).tolist() == [0, 2500]
-    assert preprocess.fixed_windows(7500, 250, window_s=10, stride_s=5).tolist() == [0, 1250, 2500, 3750, 5000]
-    assert preprocess.fixed_windows(np.zeros((2000, 12)), 250).size == 0  # too short; accepts a signal
-
-
-def test_least_noisy_windows_picks_the_clean_window_of_each_block():
-    fs, window_s, block_s = 100, 10, 60
-    rng = np.random.default_rng(0)
-    signal = ecg_like(3 * block_s * fs + 25 * fs, fs, 2).astype(np.float32)  # 3 whole blocks + a partial one
-    signal += rng.standard_normal(signal.shape).astype(np.float32) * 0.5  # broadband noise everywhere
-    clean_windows = [2, 7, 15, 18]  # window index (10 s each) that is left clean, one per block
-    for w in clean_windows:
-        signal[w * window_s * fs:(w + 1) * window_s * fs] = ecg_like(window_s * fs, fs, 2, seed=w)
-    starts = preprocess.least_noisy_windows(signal, fs, window_s, block_s)
-    assert starts == [w * window_s * fs for w in clean_windows]
-    valid = np.ones(len(signal), bool)
-    valid[7 * window_s * fs + 5] = False  # e.g. one sample beyond ±60 mV
-    chosen = preprocess.least_noisy_windows(signal, fs, window_s, block_s, valid=valid)
-    assert chosen[0] == starts[0] and chosen[1] != starts[1] and 6000 <= chosen[1] < 12000
-    assert preprocess.least_noisy_windows(signal[:500], fs, window_s, block_s) == []
-
-
 def _record(signal, fs=100.0, leads=CANONICAL_LEADS):
     return ECGRecord(signal=np.asarray(signal, np.float32), fs=fs, lead_names=tuple(leads), record_id="r",
                      patient_id="p", source="test", path="mem/r.hea")

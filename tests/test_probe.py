@@ -12,10 +12,14 @@ import pytest
 
 from configs import probe as probe_config
 from ecgjax.data.ingest import build_synthetic_store
+from ecgjax.data.cinc import ingest_cinc2017
+from ecgjax.downstream.model import load_model
+from ecgjax.downstream.network import adapt_encoder
 from ecgjax.eval import classifier as clf_lib, probe, tasks
+from ecgjax.eval.task_data import TaskArrays
 from ecgjax.eval.report import read_runs
 from ecgjax.models import registry
-from fixtures import set_fields, write_cinc2017_fixture
+from fixtures import write_cinc2017_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1)
@@ -46,7 +50,8 @@ def _config(**changes):
     c.bootstrap = 10
     c.optim.update(TINY_OPTIM)
     c.encoder_config = os.path.join(REPO, "configs/generative.py:runlocal")
-    return set_fields(c, changes)
+    c.update_from_flattened_dict(changes)
+    return c
 
 
 @pytest.mark.parametrize("init,mode,task,expected", [
@@ -96,7 +101,7 @@ def test_multilabel_metrics(checkpoint, syn_store, tmp_path):
 
 def test_cinc2017_multiclass(tmp_path):
     write_cinc2017_fixture(tmp_path / "cinc", n_records=40, seed=1)
-    store = tasks.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    store = ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
     run = probe.run_probe(_config(init="random", task="cinc2017", **{"data.store": str(store.path)}),
                           tmp_path / "out")[0]
     assert {"macro_f1", "accuracy", "f1/N", "f1/A", "f1/O", "f1/~"} <= set(run["metrics"])
@@ -106,7 +111,7 @@ def test_cinc2017_multiclass(tmp_path):
 def test_label_scarcity_is_patient_level():
     patient = np.repeat(np.arange(40), 3)
     y = (patient % 4 == 0).astype(np.float32)
-    train = tasks.TaskArrays(x=np.zeros((120, 4, 1), np.float32), y=y, patient=patient,
+    train = TaskArrays(x=np.zeros((120, 4, 1), np.float32), y=y, patient=patient,
                              record_index=np.arange(120))
     task = tasks.Task("t", "binary", ("t",))
     small = probe.scarce_training_set(train, task, 0.25, 0.0, seed=3)
@@ -134,11 +139,11 @@ def test_lead_adaptation_equivalence():
     lead_ii = tasks.get_task("MI", leads=["II"])
     x = rng.standard_normal((3, 250, 1)).astype(np.float32)
     # select: a 1-channel kernel fed lead II; zero: the 12-lead kernel with absent leads zeroed.
-    sel_config, sel_vars, leads = probe.adapt_encoder(config, dict(variables), lead_ii, "select")
+    sel_config, sel_vars, leads = adapt_encoder(config, dict(variables), lead_ii.leads, "select")
     assert leads == ("II",) and sel_config["in_leads"] == 1
-    zero_config, zero_vars, zero_leads = probe.adapt_encoder(config, dict(variables), lead_ii, "zero")
+    zero_config, zero_vars, zero_leads = adapt_encoder(config, dict(variables), lead_ii.leads, "zero")
     assert len(zero_leads) == 12
-    full = probe.zero_fill_leads(tasks.TaskArrays(x, np.zeros(3), np.zeros(3), np.zeros(3)), leads, zero_leads).x
+    full = probe.zero_fill_leads(TaskArrays(x, np.zeros(3), np.zeros(3), np.zeros(3)), leads, zero_leads).x
     assert np.all(full[:, :, 0] == 0) and np.array_equal(full[:, :, 1], x[:, :, 0])
     selected = registry.build_encoder(sel_config).apply(sel_vars, x, train=False)
     zeroed = registry.build_encoder(zero_config).apply(zero_vars, full, train=False)
@@ -146,7 +151,7 @@ def test_lead_adaptation_equivalence():
     # 001: a 1-lead encoder on 12 identical leads equals the 1-lead encoder on that lead.
     one = _tiny_vit(1)
     one_vars = registry.build_encoder(one).init(jax.random.PRNGKey(1), registry.example_input(one, 2), train=False)
-    twelve_config, twelve_vars, _ = probe.adapt_encoder(one, dict(one_vars), tasks.get_task("MI"))
+    twelve_config, twelve_vars, _ = adapt_encoder(one, dict(one_vars), tasks.get_task("MI").leads)
     np.testing.assert_allclose(
         registry.build_encoder(twelve_config).apply(twelve_vars, np.repeat(x, 12, axis=2), train=False),
         registry.build_encoder(one).apply(one_vars, x, train=False), rtol=1e-4, atol=1e-5)
@@ -170,7 +175,7 @@ def test_classifier_save_load_round_trip(task, config, tmp_path):
     before = model.predict(x)
     model.save(tmp_path / "model")
     assert json.loads((tmp_path / "model" / "classifier.json").read_text())["leads"] == ["I", "II"]
-    loaded = clf_lib.load_classifier(tmp_path / "model", batch_size=5)
+    loaded = load_model(tmp_path / "model", batch_size=5)
     after = loaded.predict(x)
     assert list(after) == list(task.output_names) and loaded.leads == ("I", "II")
     assert loaded.fs == 250.0 and loaded.window_s == 1.0 and loaded.output_names == task.output_names
@@ -215,7 +220,7 @@ def test_empty_split_stops_probe_and_diagnose_before_any_work(checkpoint, tmp_pa
         raise AssertionError("task windows were read before the split check")
 
     monkeypatch.setattr(probe, "load_task_arrays", no_work)
-    monkeypatch.setattr(tasks, "load_task_arrays", no_work)
+    monkeypatch.setattr(diagnose, "load_task_arrays", no_work)
     with pytest.raises(UserError, match="test split is empty .*pass --config.folds.train=1-7 "
                                         "--config.folds.val=8 --config.folds.test=9$"):
         probe.run_probe(_config(checkpoint=checkpoint, **{"data.store": str(store.path)}), tmp_path / "probe")

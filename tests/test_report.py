@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ecgjax.data.errors import ECGInputError
-from ecgjax.eval.report import RunRecord, read_runs, write_report, write_run_json
+from ecgjax.eval.report import write_report
+from ecgjax.eval.runs import RunRecord, read_runs, write_run_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ("MI", "STTC", "CD", "HYP")

@@ -1,15 +1,19 @@
 """The 81-model grid and its sweep: cell selection, status/resume, failures, and a real tiny sweep."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import ml_collections
 import pytest
 
 from ecgjax.data.ingest import build_synthetic_store
+from ecgjax.errors import UserError
 from ecgjax.eval import sweep
 from ecgjax.eval.report import read_runs
 
@@ -82,11 +86,45 @@ def test_describe_failure_names_out_of_memory():
 
 def test_dry_run_lists_81_cells_and_runs_nothing(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}",
-                          f"--workdir={tmp_path / 'w'}", "--dry_run"],
+                          f"--workdir={tmp_path / 'w'}", "--dry_run", "--nobudget"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and "pending" in line]
     assert out.startswith("81 cells: 0 done, 0 failed, 0 running, 81 pending") and len(rows) == 81 and "| 67 | hl-p125-d4-w512 | pending" in out
     assert not (tmp_path / "w").exists()
+
+
+def test_dry_run_budget_compiles_each_cell_once_and_projects_device_hours(tmp_path, monkeypatch):
+    """Two runlocal cells: the first dry run compiles them (and caches), the second reads the
+    cache back without compiling; hours follow the stated formula; a small memory flags a cell."""
+    from ecgjax.eval import budget
+
+    cache = tmp_path / "cache"
+    args = [sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
+            f"--workdir={tmp_path / 'w'}", "--cells=gl-p125-d2-w256,hl-p125-d2-w256", "--dry_run",
+            f"--budget_cache={cache}", "--peak_tflops=100", "--mfu=0.5"]
+    first = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPO)
+    assert first.stderr.count("budget: compiling") == 2 and len(list(cache.glob("*.json"))) == 2
+    assert "Total for 2 cells:" in first.stdout and "at 100 TFLOP/s peak x 50% MFU" in first.stdout
+    assert not (tmp_path / "w").exists()
+
+    config = grid(cells="gl-p125-d2-w256,hl-p125-d2-w256")
+    monkeypatch.setattr(budget, "_compile_cost", lambda c: pytest.fail("a cached cell was compiled again"))
+    cells = sweep.select_cells(sweep.grid_cells(config), config.cells)
+    rows = budget.cell_budgets(config, cells, cache_dir=cache)  # the CLI's defaults: bf16
+    assert [r.name for r in rows] == ["gl-p125-d2-w256", "hl-p125-d2-w256"] and all(r.cached for r in rows)
+    gl, hl = rows
+    assert hl.flops_per_step > gl.flops_per_step > 0 and hl.memory_bytes > 0 and gl.num_steps == 20
+    assert gl.device_hours(100, 0.5) == pytest.approx(20 * gl.flops_per_step / (100e12 * 0.5) / 3600)
+    # what printed is what the cache holds
+    assert f"| 63 | hl-p125-d2-w256 | {hl.params / 1e6:.1f} | 16 | 20 | bf16 | {hl.flops_per_step / 1e12:.4g} |" in first.stdout
+    limit = (gl.memory_bytes + hl.memory_bytes) / 2 / 2 ** 30  # between the two
+    table = budget.budget_table(rows, device_memory_gib=limit)
+    assert f"1 cell does not fit {limit:g} GiB: {max(rows, key=lambda r: r.memory_bytes).name}" in table
+    # a change to the compiled config is another cache entry
+    config.pretrain.batch_size = 8
+    monkeypatch.setattr(budget, "_compile_cost", lambda c: {"params": 1, "flops": 2.0, "memory_bytes": 3,
+                                                            "backend": "cpu"})
+    assert not budget.cell_budgets(config, cells[:1], cache_dir=cache)[0].cached
 
 
 # ------------------------------------------------------------ status, failures, resume (fake stages)
@@ -151,6 +189,91 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert [s.state(stages) for s in statuses] == ["done", "done"]
     assert fake.calls == [("cl-p60-d2-w512", "linear:st_elevation"), ("cl-p60-d2-w512", "finetune:wide_qrs"),
                           ("cl-p60-d2-w512", "finetune:st_elevation")]
+
+
+# ------------------------------------------------------------------------ jobs on a cluster
+
+def test_shards_are_disjoint_cover_the_selection_and_are_deterministic():
+    cells = sweep.grid_cells(grid("", cells=""))
+    shards = [sweep.shard_cells(cells, (i, 4)) for i in range(4)]
+    names = [c.name for shard in shards for c in shard]
+    assert sorted(names) == sorted(c.name for c in cells) and len(names) == len(set(names)) == 81
+    assert [len(s) for s in shards] == [21, 20, 20, 20]
+    assert shards[1] == sweep.shard_cells(cells, (1, 4))
+    assert {c.method for c in shards[3]} == {"cl", "gl", "hl"}  # every job gets a mix, not one method
+    assert sweep.parse_shard("2/9") == (2, 9) and sweep.parse_shard(None) is None
+    slurm = dict(SLURM_ARRAY_TASK_ID="5", SLURM_ARRAY_TASK_COUNT="9", SLURM_ARRAY_TASK_MIN="1")
+    assert sweep.parse_shard("slurm", slurm) == (4, 9)
+    for bad in ("9/9", "1-4", "a/b", "3"):
+        with pytest.raises(UserError, match=f"--shard={bad}: expected i/n"):
+            sweep.parse_shard(bad)
+    with pytest.raises(UserError, match="outside a SLURM job array.*SLURM_ARRAY_TASK_ID"):
+        sweep.parse_shard("slurm", {})
+
+
+def test_a_claimed_cell_is_not_claimed_again_until_released_or_stale(tmp_path, monkeypatch):
+    cell = sweep.Cell("hl", 125, 4, 512)
+    first = sweep.claim_cell(tmp_path, cell)
+    assert first is not None and sweep.claim_owner(tmp_path, cell)["pid"] == os.getpid()
+    assert sweep.claim_cell(tmp_path, cell) is None
+    first.release()
+    second = sweep.claim_cell(tmp_path, cell)
+    assert second is not None
+    # A job that stopped refreshing its claim (a dead host) loses it after CLAIM_STALE_S ...
+    path = sweep.cell_dir(tmp_path, cell) / sweep.CLAIM_FILE
+    old = time.time() - sweep.CLAIM_STALE_S - 1
+    os.utime(path, (old, old))
+    third = sweep.claim_cell(tmp_path, cell)
+    assert third is not None
+    second._stop.set()  # its heartbeat would refresh the new claim's file
+    # ... and a claim of a process of this host that is gone is stale at once.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(owner, pid=int(dead.stdout))))
+    assert sweep.claim_cell(tmp_path, cell) is not None
+    assert [p.name for p in path.parent.iterdir()] == [sweep.CLAIM_FILE]  # no stale leftovers
+
+
+def test_concurrent_jobs_never_run_the_same_cell(tmp_path, monkeypatch):
+    """Two jobs over the same cells at once (threads here; jobs on a cluster): every stage runs once."""
+    config = grid(cells="0-5")
+    fake = FakeStages(monkeypatch)
+    original = fake._call
+
+    def slow_call(cell, stage):
+        time.sleep(0.05)  # long enough for the other job to reach the same cell
+        return original(cell, stage)
+
+    fake._call = slow_call
+    jobs = [threading.Thread(target=sweep.run_sweep, args=(config, tmp_path), kwargs=dict(report=False))
+            for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    stages = ["pretrain", *sweep.probe_stages(config)]
+    expected = sorted((c.name, s) for c in sweep.select_cells(sweep.grid_cells(config), "0-5") for s in stages)
+    assert sorted(fake.calls) == expected  # each (cell, stage) exactly once
+    assert "6 cells: 6 done" in (tmp_path / "sweep.md").read_text()
+    assert not list(tmp_path.glob("cells/*/claim.json")) and not list(tmp_path.glob("**/*.tmp-*"))
+
+
+def test_sharded_jobs_merge_into_one_status_table(tmp_path, monkeypatch):
+    config = grid(cells="0-4")
+    fake = FakeStages(monkeypatch)
+    sweep.run_sweep(config, tmp_path, shard=(1, 2), report=False)
+    assert sorted({name for name, _ in fake.calls}) == ["cl-p60-d2-w512", "cl-p60-d4-w256"]  # cells 1 and 3
+    table = (tmp_path / "sweep.md").read_text()
+    assert "5 cells: 2 done, 0 failed, 0 running, 3 pending" in table
+    sweep.run_sweep(config, tmp_path, shard=(0, 2), report=False)
+    assert "5 cells: 5 done" in (tmp_path / "sweep.md").read_text()
+    dry = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
+                          f"--workdir={tmp_path}", "--cells=0-4", "--shard=1/2", "--dry_run", "--nobudget"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert dry.stdout.startswith("2 cells: 2 done"), dry.stdout + dry.stderr
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}",
+                          f"--workdir={tmp_path}", "--shard=2/2", "--dry_run"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "error: --shard=2/2: expected i/n" in bad.stderr, bad.stderr
 
 
 # ---------------------------------------------------------------- a real runlocal sweep, 2 cells

@@ -5,10 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ecgjax.data import cinc
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.ingest import build_synthetic_store, ingest_records
-from ecgjax.data.splits import SplitConfig
+from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.data.splits import SplitConfig, parse_folds
 from ecgjax.eval import tasks
+from ecgjax.eval.folds import task_splits
+from ecgjax.eval.task_data import load_task_data
 from fixtures import write_cinc2017_fixture
 
 
@@ -36,7 +40,7 @@ def test_get_task_resolves_columns():
     assert tasks.get_task("afib", ["AFIB", "MI"]).columns == ("AFIB",)
     assert tasks.get_task("afib", ["afib", "wide_qrs"]).columns == ("afib",)
     assert tasks.get_task("wide_qrs", ["wide_qrs"]).type == "binary"
-    assert tasks.get_task("superclass").output_names == tasks.PTBXL_SUPERCLASSES
+    assert tasks.get_task("superclass").output_names == PTBXL_SUPERCLASSES
     lead_ii = tasks.get_task("MI", leads=["II"])
     assert lead_ii.leads == ("II",) and lead_ii.lead_columns == [1]
     with pytest.raises(ValueError, match="unknown task"):
@@ -46,13 +50,13 @@ def test_get_task_resolves_columns():
 
 
 def test_parse_folds():
-    assert tasks.parse_folds("1-7") == (1, 2, 3, 4, 5, 6, 7)
-    assert tasks.parse_folds("8") == (8,) and tasks.parse_folds("1,3-4") == (1, 3, 4)
+    assert parse_folds("1-7") == (1, 2, 3, 4, 5, 6, 7)
+    assert parse_folds("8") == (8,) and parse_folds("1,3-4") == (1, 3, 4)
 
 
 def test_synthetic_task_arrays(syn_store):
     task = tasks.get_task("conditions", leads=["I", "II"])
-    data = tasks.load_task_data(syn_store, task)
+    data = load_task_data(syn_store, task)
     total = sum(len(a) for a in data.values())
     assert total == len(syn_store)
     train = data["train"]
@@ -86,25 +90,25 @@ def test_ptbxl_fold_splits(ptbxl_dir, tmp_path):
     from ecgjax.data.store import ECGStore
 
     store = ECGStore(tmp_path / "store")
-    splits = tasks.task_splits(store, {"train": "1-7", "val": "8", "test": "9"})
+    splits = task_splits(store, {"train": "1-7", "val": "8", "test": "9"})
     folds = store.metadata["strat_fold"].to_numpy()
     assert set(folds[splits["train"]]) <= set(range(1, 8))
     assert set(folds[splits["val"]]) == {8} and set(folds[splits["test"]]) == {9}
-    data = tasks.load_task_data(store, tasks.get_task("superclass"), {"train": "1-7", "val": "8", "test": "9"})
+    data = load_task_data(store, tasks.get_task("superclass"), {"train": "1-7", "val": "8", "test": "9"})
     assert data["test"].y.shape[1] == 5
-    age = tasks.load_task_data(store, tasks.get_task("age"), {"train": "1-7", "val": "8", "test": "9"})
+    age = load_task_data(store, tasks.get_task("age"), {"train": "1-7", "val": "8", "test": "9"})
     assert all((a.y <= 90).all() for a in age.values())
 
 
 def test_cinc2017_reader_and_store(tmp_path):
     labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=8, seed=0)
-    records = list(tasks.read_cinc2017(tmp_path / "cinc"))
+    records = list(cinc.read_cinc2017(tmp_path / "cinc"))
     assert [r.metadata["label"] for r in records] == list(labels.values())
     assert records[0].fs == 300 and records[0].lead_names == ("I",)
     assert len({r.num_samples for r in records}) > 1  # variable length
-    store = tasks.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    store = cinc.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
     assert store.fs == 250 and store.lead_mask(0).tolist() == [True] + [False] * 11
-    data = tasks.load_task_data(store, tasks.get_task("cinc2017"))
+    data = load_task_data(store, tasks.get_task("cinc2017"))
     assert sum(len(a) for a in data.values()) == 8 and data["train"].x.shape[2] == 1
 
 
@@ -112,7 +116,7 @@ def test_cinc2017_bad_reference(tmp_path):
     write_cinc2017_fixture(tmp_path, n_records=4)
     (tmp_path / "REFERENCE.csv").write_text("A00001,N\nA00002,Q\n")
     with pytest.raises(ECGInputError, match="REFERENCE.csv: line 2"):
-        list(tasks.read_cinc2017(tmp_path))
+        list(cinc.read_cinc2017(tmp_path))
 
 
 def test_cinc2017_reference_header_crlf_and_bom(tmp_path):
@@ -120,22 +124,22 @@ def test_cinc2017_reference_header_crlf_and_bom(tmp_path):
     body = "".join(f"{name},{label}\r\n" for name, label in labels.items())
     for header in ("data_source,class\r\n", "Record,Label\r\n", "\ufeffrecord,rhythm\r\n", "\ufeff"):
         (tmp_path / "REFERENCE.csv").write_text(header + body, encoding="utf-8", newline="")
-        assert tasks.read_cinc2017_reference(tmp_path) == labels
+        assert cinc.read_cinc2017_reference(tmp_path) == labels
     # A first line naming a record with a bad label is that record's error, not a header.
     (tmp_path / "REFERENCE.csv").write_text("A00001,Q\n" + body)
     with pytest.raises(ECGInputError, match="REFERENCE.csv: line 1"):
-        tasks.read_cinc2017_reference(tmp_path)
+        cinc.read_cinc2017_reference(tmp_path)
     (tmp_path / "REFERENCE.csv").write_text("data_source,class\n")
     with pytest.raises(ECGInputError, match="no labelled records"):
-        tasks.read_cinc2017_reference(tmp_path)
+        cinc.read_cinc2017_reference(tmp_path)
 
 
 def test_cinc2017_unlabelled_record_is_rejected_at_ingest(tmp_path):
     labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=4)
     (tmp_path / "cinc" / "REFERENCE.csv").write_text("".join(f"{n},{c}\n" for n, c in list(labels.items())[1:]))
     with pytest.raises(ECGInputError, match="no label for record 'A00001'"):
-        list(tasks.read_cinc2017(tmp_path / "cinc"))
-    store = tasks.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+        list(cinc.read_cinc2017(tmp_path / "cinc"))
+    store = cinc.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
     assert len(store) == 3
     rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
     assert rejected.record.tolist() == ["A00001"] and "no label" in rejected.reason[0]

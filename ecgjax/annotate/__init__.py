@@ -5,6 +5,7 @@ heart_rate  QRS detection and the automatic heart-rate labels of Weimann & Conra
 reference   per-window reference tracks (AF, heart rate) from MIT-BIH-style annotations
 outputs     per-window CSV, WFDB annotation file and PNG plot of the tracks
 run         windowed inference of any `predict_fn` over a recording or a folder of records
-train_heads AF + heart-rate heads on one encoder, heart-rate targets from QRS detection (no manual labels)
-apply       load a saved model (AnnotationModel or eval Classifier) and annotate records with it
+train_heads AF + heart-rate heads on one encoder (an ecgjax.downstream model), heart-rate targets from
+            QRS detection (no manual labels)
+apply       load a saved downstream model (annotation heads or a probe's) and annotate records with it
 """

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from wfdb import processing
 
-from ecgjax.annotate.windows import MAX_ABS_MV, extract_windows, window_length, window_quality, window_starts
+from ecgjax.annotate.windows import extract_windows, window_length, window_quality, window_starts
+from ecgjax.data.preprocess import OUT_OF_RANGE_MV
 
 BRADYCARDIA, NORMAL, TACHYCARDIA, NOISE = 0, 1, 2, 3
 HEART_RATE_CLASSES = ("bradycardia", "normal", "tachycardia", "noise")
@@ -30,7 +31,7 @@ def detect_qrs(signal_1d: np.ndarray, fs: float, *, method: str = "xqrs") -> np.
     if x.ndim != 1:
         raise ValueError(f"detect_qrs takes one lead, got shape {x.shape}")
     # An artefact beyond ±60 mV would raise XQRS's adaptive threshold and hide the beats after it.
-    x[np.abs(x) > MAX_ABS_MV] = 0.0
+    x[np.abs(x) > OUT_OF_RANGE_MV] = 0.0
     if x.size < 2 * fs or not np.ptp(x) > 0:
         return np.zeros(0, np.int64)
     if method == "xqrs":

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import wfdb  # noqa: E402
+import matplotlib.patches
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import wfdb
+from matplotlib.figure import Figure  # drawn off-screen: no backend chosen, no display needed
 
 TIME_KEYS = ("start_s", "end_s")
 QUALITY_KEYS = ("valid", "gap", "flat", "saturated")
@@ -183,13 +180,13 @@ def tracks_figure(tracks: dict, signal: np.ndarray, fs: float, *, lead_names=Non
       af_key: the AF probability track, under which `reference_af` is shaded.
       reference_af: (start_s, end_s) reference AF episodes (e.g. from the record's .atr), or None
         when there is no reference.
-    Returns the figure, one axis per output track then one per signal lead (close it when done).
+    Returns the figure, one axis per output track then one per signal lead.
     """
     keys = output_keys(tracks)
     signal = np.asarray(signal)
     leads = min(signal_leads, signal.shape[1])
-    figure, axes = plt.subplots(len(keys) + leads, 1, sharex=True, squeeze=False,
-                                figsize=(14, 1.8 * (len(keys) + leads) + 0.6))
+    figure = Figure(figsize=(14, 1.8 * (len(keys) + leads) + 0.6))
+    axes = figure.subplots(len(keys) + leads, 1, sharex=True, squeeze=False)
     axes = axes[:, 0]
     centre = (np.asarray(tracks["start_s"]) + np.asarray(tracks["end_s"])) / 2
     spans = _invalid_spans(tracks)
@@ -219,9 +216,5 @@ def tracks_figure(tracks: dict, signal: np.ndarray, fs: float, *, lead_names=Non
 
 def plot_tracks(tracks: dict, signal: np.ndarray, fs: float, path: str, **options) -> str:
     """Writes `tracks_figure(tracks, signal, fs, **options)` as a PNG at `path`; returns the path."""
-    figure = tracks_figure(tracks, signal, fs, **options)
-    try:
-        figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
+    tracks_figure(tracks, signal, fs, **options).savefig(path, dpi=100)
     return path

@@ -61,7 +61,7 @@ def reference_tracks(record_path: str, window_s: float, stride_s: float, *, min_
     return {
         "start_s": starts / ref.fs,
         "end_s": (starts + length) / ref.fs,
-        "af": (fraction > min_af_fraction).astype(np.int64),
+        "af": reference_af_label(ref.rhythms, starts, length, min_fraction=min_af_fraction, labels=af_labels),
         "af_fraction": fraction,
         "hr_bpm": heart_rate_from_beats(ref.beat_samples, ref.fs, starts, length),
     }

@@ -21,6 +21,7 @@ from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.preprocess import bandpass, resample
 from ecgjax.data.readers import check_sampling_rate, read_wfdb_recording
+from ecgjax.downstream.batches import batched_apply
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,6 @@ def map_leads(lead_names, model_leads, *, lead=None, source: str = "<recording>"
         raise ECGInputError(source, f"none of the model's leads {list(model_leads)} is in the recording "
                                     f"{list(lead_names)}; pass lead= to choose one for a single-lead model")
     return columns
-
-
-def _predict_batches(signal: np.ndarray, starts: np.ndarray, length: int, predict_fn: PredictFn,
-                     batch_size: int) -> dict[str, np.ndarray]:
-    """Runs predict_fn over windows [batch_size, length, leads], padding the last batch with zeros."""
-    chunks: dict[str, list] = {}
-    for first in range(0, starts.size, batch_size):
-        batch = extract_windows(signal, starts[first:first + batch_size], length)
-        count = batch.shape[0]
-        if count < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
-        for key, value in predict_fn(batch).items():
-            chunks.setdefault(key, []).append(np.asarray(value)[:count])
-    return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
 
 def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: PredictFn, *, model_fs: float,
@@ -124,7 +111,10 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
     if model_signal.shape[0] < model_length:
         model_signal = np.pad(model_signal, ((0, model_length - model_signal.shape[0]), (0, 0)))
     model_starts = np.clip(np.round(starts * (model_fs / fs)).astype(np.int64), 0, model_signal.shape[0] - model_length)
-    predictions = _predict_batches(model_signal, model_starts, model_length, predict_fn, batch_size)
+    def cut(first, stop):  # windows [stop - first, model_length, leads], cut one batch at a time
+        return extract_windows(model_signal, model_starts[first:stop], model_length)
+
+    predictions = batched_apply(predict_fn, cut, batch_size, num=model_starts.size)
 
     tracks = {"start_s": starts / fs, "end_s": (starts + length) / fs, **quality}
     valid = quality["valid"]

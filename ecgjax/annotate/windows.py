@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Kite et al. drop telemetry values beyond ±60 mV: no body surface ECG reaches that.
-MAX_ABS_MV = 60.0
+from ecgjax.data.preprocess import OUT_OF_RANGE_MV
 
 
 def window_length(fs: float, window_s: float) -> int:
@@ -64,7 +63,7 @@ def _has_run(mask: np.ndarray, run: int) -> np.ndarray:
 
 def window_quality(windows: np.ndarray, fs: float, *, lead_mask=None, gap_min_s: float = 0.1,
                    flat_std_mv: float = 0.01, flat_run_s: float = 1.0, saturation_min_s: float = 0.03,
-                   max_abs_mv: float = MAX_ABS_MV) -> dict[str, np.ndarray]:
+                   max_abs_mv: float = OUT_OF_RANGE_MV) -> dict[str, np.ndarray]:
     """Flags windows that cannot be annotated.
 
     Args:

@@ -5,19 +5,22 @@ named 'ECG'), a RECORDS list, and REFERENCE.csv with one 'A00001,N' line per rec
 N (normal), A (AF), O (other rhythm) or ~ (noisy). Public copies of REFERENCE.csv often begin with
 a header line ('data_source,class', ...) and have CRLF line ends: both are accepted.
 
-The lead is read as lead I; each record is its own patient (the challenge publishes no patient
-ids); the class goes to metadata 'label', the column of the 'cinc2017' probe task.
+Records are read like any WFDB record (readers.read_wfdb_recording: header, units to mV, length and
+checksums checked); the lead is read as lead I; each record is its own patient (the challenge
+publishes no patient ids); the class goes to metadata 'label', the column of the 'cinc2017' probe
+task. `ingest_cinc2017` builds the store, split at random 75/5/20 % (train/val/test) as in 001.
 """
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Iterator
 
-import numpy as np
-
 from ecgjax.data.errors import ECGInputError
+from ecgjax.data.readers import read_wfdb_recording, validate_record
 from ecgjax.data.record import ECGRecord
 from ecgjax.data.splits import SplitConfig
+from ecgjax.data.store import ECGStore
 
 CINC2017_CLASSES = ("N", "A", "O", "~")
 # 001 splits the records at random 75/5/20 % train/val/test: a hashed split, record = patient.
@@ -66,27 +69,14 @@ def read_cinc2017_record(path, record_id: str, label: str | None) -> ECGRecord:
 
     Raises ECGInputError naming the header (or REFERENCE.csv for an unlabelled record).
     """
-    import wfdb
-
-    from ecgjax.data.readers import validate_record
-
     path = pathlib.Path(path)
     if label is None:
         raise ECGInputError(path.parent / REFERENCE, f"no label for record {record_id!r}")
-    header = path.with_suffix(".hea")
-    if not header.is_file():
-        raise ECGInputError(header, "missing WFDB header file")
-    try:
-        rec = wfdb.rdrecord(str(path))
-    except Exception as error:  # wfdb raises many types; all mean "unreadable"
-        raise ECGInputError(header, f"cannot read WFDB record ({type(error).__name__}: {error})") from None
-    if rec.n_sig != 1:
-        raise ECGInputError(header, f"expected one lead, found {rec.n_sig}")
-    scale = 1e-3 if (rec.units or ["mV"])[0].lower() in ("uv", "µv") else 1.0
-    return validate_record(ECGRecord(
-        signal=np.asarray(rec.p_signal, np.float32) * scale, fs=float(rec.fs), lead_names=("I",),
-        record_id=record_id, patient_id=record_id, source="cinc2017", metadata={"label": label},
-        path=str(header)))
+    record = read_wfdb_recording(path, source="cinc2017")
+    if len(record.lead_names) != 1:
+        raise ECGInputError(record.path, f"expected one lead, found {len(record.lead_names)}")
+    return validate_record(dataclasses.replace(record, lead_names=("I",), record_id=record_id,
+                                               patient_id=record_id, metadata={"label": label}))
 
 
 def read_cinc2017(root) -> Iterator[ECGRecord]:
@@ -94,3 +84,14 @@ def read_cinc2017(root) -> Iterator[ECGRecord]:
     unusable record raises (ingest instead rejects it and goes on)."""
     for item in cinc2017_items(root):
         yield read_cinc2017_record(item["path"], item["record_id"], item["label"])
+
+
+def ingest_cinc2017(root, output, *, target_fs: float = 250.0, seed: int = 0) -> ECGStore:
+    """The ECGStore of a CinC 2017 folder (resampled to target_fs, lead I of the 12-lead layout),
+    split 75/5/20 % train/val/test by hashed record (= patient) id as in 001; unusable records go
+    to the store's rejected.csv (as `python -m ecgjax.data.ingest --source=cinc2017`)."""
+    from ecgjax.data.ingest import ingest  # ingest imports this module
+
+    ingest("cinc2017", root, output, target_fs=target_fs, workers=0, progress=False,
+           split=dataclasses.replace(CINC2017_SPLIT, seed=seed))
+    return ECGStore(output)

@@ -5,11 +5,20 @@ random segment per patient; patients with many records are not over-weighted. Pa
 shuffled per epoch and batched; each batch then picks a random record and crop per patient with
 the generator Grain derives from (seed, epoch, batch index), so batches are a pure function of the
 seed and the iterator position: identical with 0 or N worker processes, and resumable from
-`iterator.get_state()`.
+`iterator.get_state()`. An epoch is a whole number of batches: the patients left over after the
+last full batch are a different few each epoch, and no batch mixes two epochs.
 
-    ds = make_pretrain_dataset(store, views=('segment', 'segment_aug'), batch_size=256,
-                               segment_s=10.0, seed=0, augmentation='default', num_workers=2)
+Several processes (ecgjax.train.multihost): process i of n reads only shard i of the patients
+(`shard_index`, `shard_count`: every n-th patient, disjoint, together the whole split) and yields
+its share of each global batch. Every shard has the same number of batches per epoch, so an epoch
+of the global batch is still at most one segment per patient, in step across processes.
+
+    ds = make_pretrain_dataset(store, views=('segment', 'patient_segment'), batch_size=256,
+                               segment_s=10.0, seed=0, num_workers=2)
     it = iter(ds); batch = next(it); state = it.get_state(); ... it.set_state(state)
+
+The loader only reads and crops: pretraining augments the crops on the device, inside the jitted
+step (ecgjax.data.augment, ecgjax.train.step.augment_views).
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ecgjax.data.store import ECGStore
+from ecgjax.errors import UserError
 
 VIEWS = ("segment", "segment_aug", "patient_segment", "cpc")
 
@@ -41,44 +51,101 @@ class CPCSpec:
         return (self.n_context + self.offset + 1) * self.frame_samples(fs)
 
 
-def _resolve_augmentation(augmentation, fs: float) -> Callable | None:
-    """None (no augmentation), a callable (x [time, 12], rng) -> x, 'default'
-    (augment.DEFAULT_AUGMENTATION), or names / a config for augment.build_augmentation."""
+def _resolve_augmentation(augmentation, fs: float | None = None) -> Callable | None:
+    """None, or a host-side callable (x [time, 12], rng) -> x for experiments and tests."""
+    del fs  # the device augmentation takes fs from the config
     if augmentation is None or callable(augmentation):
         return augmentation
-    from ecgjax.data.augment import build_augmentation
+    raise UserError(f"augmentation={augmentation!r}: the loader only reads and crops; the pretraining "
+                    f"step augments on the device (config.data.augmentation, ecgjax.data.augment). "
+                    f"Pass a callable (x, rng) -> x here only for a host-side transform.")
 
-    return build_augmentation(None if augmentation == "default" else augmentation, fs=fs)
+
+@dataclasses.dataclass(frozen=True)
+class PatientRecords:
+    """The usable records of every kept patient as flat arrays (no per-patient Python objects).
+
+    patients: [P] int32 store patient_index, ascending. records: [R] int64 store record indices,
+    grouped by patient in store order; patient k's are records[offsets[k]:offsets[k + 1]].
+    """
+
+    patients: np.ndarray
+    offsets: np.ndarray
+    records: np.ndarray
+
+    @classmethod
+    def from_store(cls, store: ECGStore, split: str | None, min_samples: int) -> "PatientRecords":
+        """Records of `split` (None: all) with at least min_samples samples; patients without any
+        such record are left out."""
+        usable = store.lengths >= min_samples
+        if split is not None:
+            usable &= store.metadata["split"].to_numpy() == split
+        records = np.flatnonzero(usable)
+        patient_of = store.metadata["patient_index"].to_numpy()[records]
+        order = np.argsort(patient_of, kind="stable")
+        records, patient_of = records[order].astype(np.int64), patient_of[order]
+        patients, starts = np.unique(patient_of, return_index=True)
+        offsets = np.append(starts, len(records)).astype(np.int64)
+        return cls(patients.astype(np.int32), offsets, records)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def of(self, position: int) -> np.ndarray:
+        """[n] record indices of the patient at `position`."""
+        return self.records[self.offsets[position]:self.offsets[position + 1]]
+
+
+def shard_positions(num_patients: int, shard_index: int, shard_count: int) -> np.ndarray:
+    """Positions of shard `shard_index` of `shard_count`: every shard_count-th patient. Disjoint
+    shards covering all positions; sizes differ by at most one."""
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard {shard_index} of {shard_count}: need 0 <= shard_index < shard_count")
+    return np.arange(shard_index, num_patients, shard_count, dtype=np.int64)
+
+
+def shard_seed(seed: int, shard_index: int, shard_count: int) -> int:
+    """The shuffle/crop seed of one shard: `seed` itself for a single shard (one process), else
+    one derived from (seed, shard) so shards draw independent crops."""
+    if shard_count == 1:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), shard_index, shard_count]).generate_state(1)[0])
 
 
 class PatientViews:
     """Maps a batch of positions into the kept patients and a numpy Generator to a batch of views.
 
-    Working on whole batches (one Generator per batch, arrays filled in place) keeps Grain's
-    per-element overhead and the stacking copy out of the loop. Output (numpy), B = len(positions):
-    'segment' [B, T, 12] f32, 'lead_mask' [B, 12] f32, 'patient' [B] int32 (store patient_index),
-    and as asked: 'segment_aug' [B, T, 12] (second augmentation of the same crop),
-    'patient_segment' [B, T, 12] (another record of the same patient where there is one, else
-    another crop; augmented), 'context' [B, n_context, T_frame, 12] and 'future' [B, T_frame, 12]
-    (unaugmented, from the anchor's record).
+    Working on whole batches (one Generator per batch, crops read straight into the output
+    arrays) keeps Grain's per-element overhead and any intermediate copy out of the loop. Output
+    (numpy), B = len(positions), float arrays in `dtype`: 'segment' [B, T, 12], 'lead_mask'
+    [B, 12] f32, 'patient' [B] int32 (store patient_index), and as asked: 'segment_aug' [B, T, 12]
+    (the same crop, transformed again by a host `augmentation`), 'patient_segment' [B, T, 12]
+    (another record of the same patient where there is one, else another crop), 'context'
+    [B, n_context, T_frame, 12] and 'future' [B, T_frame, 12] (from the anchor's record, never
+    transformed).
     """
 
-    def __init__(self, store: ECGStore, records_by_patient: list[np.ndarray], patient_index: np.ndarray,
-                 views: Sequence[str], segment_samples: int, augmentation: Callable | None, cpc: CPCSpec):
+    def __init__(self, store: ECGStore, patient_records: PatientRecords, views: Sequence[str],
+                 segment_samples: int, augmentation: Callable | None, cpc: CPCSpec, dtype=np.float32):
         self.store = store
-        self.records_by_patient = records_by_patient  # store record indices, one array per position
-        self.patient_index = patient_index
+        self.patient_records = patient_records
         self.views = tuple(views)
         self.segment_samples = segment_samples
         self.augmentation = augmentation
         self.cpc = cpc
+        self.dtype = np.dtype(dtype)
 
     def _crop(self, record: int, length: int, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
         start = int(rng.integers(0, int(self.store.lengths[record]) - length + 1))
         return self.store.read(record, start, length, out=out)
 
-    def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return x if self.augmentation is None else np.asarray(self.augmentation(x, rng), np.float32)
+    def _view(self, record: int, rng: np.random.Generator, out: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        """A crop of `record` into `out` ([T, 12]), through the host augmentation if there is one."""
+        if self.augmentation is None:
+            return self._crop(record, self.segment_samples, rng, out)
+        self._crop(record, self.segment_samples, rng, crop)
+        out[...] = self.augmentation(crop, rng)
+        return crop
 
     def __call__(self, positions, rng: np.random.Generator) -> dict:
         positions = np.asarray(positions).reshape(-1)
@@ -88,23 +155,25 @@ class PatientViews:
                   "context": (self.cpc.n_context, frame, 12), "future": (frame, 12)}
         wanted = ["segment", *(k for k in ("segment_aug", "patient_segment") if k in self.views)]
         wanted += ["context", "future"] if "cpc" in self.views else []
-        out = {key: np.empty((size, *shapes[key]), np.float32) for key in wanted}
+        out = {key: np.empty((size, *shapes[key]), self.dtype) for key in wanted}
         out["lead_mask"] = np.empty((size, 12), np.float32)
-        out["patient"] = self.patient_index[positions].astype(np.int32)
+        out["patient"] = self.patient_records.patients[positions]
         crop = np.empty((length, 12), np.float32)
-        span = np.empty((self.cpc.span_samples(self.store.fs), 12), np.float32) if "cpc" in self.views else None
+        span = np.empty((self.cpc.span_samples(self.store.fs), 12), self.dtype) if "cpc" in self.views else None
         for row, position in enumerate(positions):
-            records = self.records_by_patient[position]
+            records = self.patient_records.of(position)
             record = int(records[rng.integers(len(records))])
-            self._crop(record, length, rng, crop)
-            out["segment"][row] = self._augment(crop, rng)
+            anchor = self._view(record, rng, out["segment"][row], crop)
             out["lead_mask"][row] = self.store.lead_mask(record)
             if "segment_aug" in out:
-                out["segment_aug"][row] = self._augment(crop, rng)
+                if self.augmentation is None:
+                    out["segment_aug"][row] = anchor
+                else:
+                    out["segment_aug"][row] = self.augmentation(anchor, rng)
             if "patient_segment" in out:
                 others = records[records != record] if len(records) > 1 else records
                 other = int(others[rng.integers(len(others))])
-                out["patient_segment"][row] = self._augment(self._crop(other, length, rng, crop), rng)
+                self._view(other, rng, out["patient_segment"][row], crop)
             if span is not None:
                 frames = self._crop(record, len(span), rng, span).reshape(-1, frame, 12)
                 out["context"][row] = frames[:self.cpc.n_context]
@@ -138,19 +207,25 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
                           segment_s: float = 10.0, seed: int = 0, split: str | None = "train",
                           augmentation=None, num_workers: int = 0, num_epochs: int | None = None,
                           cpc: CPCSpec = CPCSpec(), drop_remainder: bool = True,
-                          worker_buffer_size: int = 2, prefetch_batches: int = 4) -> grain.IterDataset:
+                          worker_buffer_size: int = 2, prefetch_batches: int = 4,
+                          shard_index: int = 0, shard_count: int = 1, dtype=np.float32) -> grain.IterDataset:
     """Batches of pretraining views; one random segment per patient per epoch.
 
     Args:
       views: any of VIEWS; 'segment', 'lead_mask' and 'patient' are always present.
       segment_s: crop length in seconds (T = segment_s * store.fs samples).
       split: 'train' / 'val' / 'test', or None for every patient.
-      augmentation: None, callable (x [T, 12], rng) -> x, 'default', or names/config for
-        `augment.build_augmentation`; applied independently to each augmented view.
+      augmentation: None, or a host-side callable (x [T, 12], rng) -> x applied to each view
+        (experiments, tests). Pretraining passes None: its step augments on the device.
       num_workers: Grain worker processes (0: in this process). Batches do not depend on it.
       num_epochs: None repeats forever (reshuffled and re-cropped each epoch).
       cpc: frames for the 'cpc' view ('context', 'future').
       prefetch_batches: batches read ahead in this process (memory: batches x batch size).
+      shard_index, shard_count: this process's shard of the patients (see the module docstring);
+        batch_size is then this process's share of the global batch.
+      dtype: of the signal views: float32, or the store's own float16 (its exact samples with no
+        conversion on the host, ~6x cheaper to read and half the bytes to send; the pretraining
+        step casts them on the device).
     Returns:
       A grain.IterDataset; `iter(ds)` gives a checkpointable iterator of dict batches with leading
       dimension batch_size (see PatientViews for keys and shapes). Restore a state into an
@@ -162,26 +237,25 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
         raise ValueError(f"unknown views {sorted(unknown)} (expected some of {VIEWS})")
     segment_samples = int(round(segment_s * store.fs))
     needed = max(segment_samples, cpc.span_samples(store.fs) if "cpc" in views else 0)
-    patients = store.split_patients(split) if split is not None else np.arange(store.num_patients)
-    long_enough = store.lengths >= needed
-    records_by_patient, kept = [], []
-    for patient in patients:
-        records = store.records_of_patient(int(patient))
-        records = records[long_enough[records]]
-        if len(records):
-            records_by_patient.append(records)
-            kept.append(int(patient))
-    if len(kept) < batch_size and drop_remainder:
+    kept = PatientRecords.from_store(store, split, needed)
+    positions = shard_positions(len(kept), shard_index, shard_count)
+    # Every shard gets the same number of batches per epoch: that of the smallest shard.
+    epoch_batches = (len(kept) // shard_count) // batch_size
+    if drop_remainder and epoch_batches == 0:
+        share = f" x {shard_count} processes" if shard_count > 1 else ""
         raise ValueError(f"{len(kept)} patients in split {split!r} with >= {needed} samples: "
-                         f"fewer than batch_size {batch_size}")
-    views_fn = PatientViews(store, records_by_patient, np.asarray(kept, np.int32), views, segment_samples,
-                            _resolve_augmentation(augmentation, store.fs), cpc)
-    # Positions are shuffled per epoch, then batched, then read: one Generator per batch, derived
-    # by Grain from (seed, epoch, batch index).
-    ds = (grain.MapDataset.range(len(kept)).seed(seed).shuffle()
-          .repeat(num_epochs)
-          .batch(batch_size, drop_remainder=drop_remainder)
-          .random_map(views_fn))
+                         f"fewer than batch_size {batch_size}{share}")
+    # Workers get the signals and the flat record arrays, not the metadata table: loader memory
+    # does not grow with the number of records beyond a few integers each.
+    views_fn = PatientViews(store.signals_only(), kept, views, segment_samples,
+                            _resolve_augmentation(augmentation, store.fs), cpc, dtype=dtype)
+    # Positions are shuffled per epoch (Grain reseeds the shuffle for each pass of the repeat),
+    # cut to whole batches, batched, then read: one Generator per batch, derived by Grain from
+    # (seed, batch index).
+    ds = grain.MapDataset.source(positions).seed(shard_seed(seed, shard_index, shard_count)).shuffle()
+    if drop_remainder:
+        ds = ds[:epoch_batches * batch_size]
+    ds = ds.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder).random_map(views_fn)
     return _prefetch(ds.to_iter_dataset(_read_options(prefetch_batches)), num_workers, worker_buffer_size)
 
 

@@ -1,4 +1,4 @@
-"""Signal preprocessing as in the papers: mV, canonical 12 leads, 250 Hz, ±60 mV rule, quality windows.
+"""Signal preprocessing as in the papers: mV, canonical 12 leads, 250 Hz, ±60 mV rule, band-pass.
 
 Everything is vectorised numpy over [time, leads] arrays; it runs on the ingest hot path.
 """
@@ -15,9 +15,7 @@ from ecgjax.data.leads import to_canonical
 from ecgjax.data.readers import flat_leads, validate_record
 from ecgjax.data.record import ECGRecord
 
-OUT_OF_RANGE_MV = 60.0        # telemetry paper §3: values beyond ±60 mV are removed
-NOISE_LOW_HZ = 0.75           # telemetry paper §3: noise = Fourier power below 0.75 Hz ...
-NOISE_HIGH_HZ = 40.0          # ... plus above 40 Hz
+OUT_OF_RANGE_MV = 60.0        # telemetry paper §3: values beyond ±60 mV are removed (no body-surface ECG reaches it)
 
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float, max_denominator: int = 1000) -> np.ndarray:
@@ -96,8 +94,7 @@ def clip_out_of_range(signal: np.ndarray, limit_mv: float = OUT_OF_RANGE_MV, *, 
     Args:
       mode: 'flag' leaves the signal as it is; 'zero' sets out-of-range samples (per lead) to 0;
         'remove' drops every time step where any lead is out of range (so the result is no longer
-        continuous: use the returned mask with `least_noisy_windows(valid=...)` instead where
-        continuity matters).
+        continuous: use 'flag' and the returned mask where continuity matters).
       max_fraction: records with more than this fraction of time steps out of range in any lead are
         rejected with ECGInputError naming `source`.
     Returns:
@@ -115,78 +112,6 @@ def clip_out_of_range(signal: np.ndarray, limit_mv: float = OUT_OF_RANGE_MV, *, 
     if mode == "remove":
         return signal[~bad], bad
     raise ValueError(f"mode must be 'flag', 'zero' or 'remove', not {mode!r}")
-
-
-def quality_scores(windows: np.ndarray, fs: float, low_hz: float = NOISE_LOW_HZ,
-                   high_hz: float = NOISE_HIGH_HZ) -> np.ndarray:
-    """Noise score of each window in [windows, time, leads]: lower is cleaner.
-
-    Score = (power of the Fourier modes below `low_hz` plus above `high_hz`, summed over leads)
-    / (total power summed over leads), so it lies in [0, 1] and is comparable across windows and
-    records of different amplitude (the telemetry paper ranks by the unnormalised squared sum; within
-    one record the normalisation only guards against windows that are quiet because they are flat).
-    The DC mode (per-lead mean) is left out: a constant offset is not noise. A window with no power
-    at all (flat) scores 1.0.
-    """
-    windows = np.asarray(windows, np.float32)
-    windows = windows - windows.mean(axis=1, keepdims=True)
-    power = np.abs(np.fft.rfft(windows, axis=1)) ** 2              # [windows, freqs, leads]
-    freqs = np.fft.rfftfreq(windows.shape[1], d=1.0 / fs)
-    noisy = ((freqs < low_hz) | (freqs > high_hz))[None, :, None]
-    total = power.sum(axis=(1, 2))
-    noise = np.where(noisy, power, 0).sum(axis=(1, 2))
-    return np.where(total > 0, noise / np.maximum(total, 1e-30), 1.0)
-
-
-def quality_score(window: np.ndarray, fs: float, low_hz: float = NOISE_LOW_HZ,
-                  high_hz: float = NOISE_HIGH_HZ) -> float:
-    """Noise score of one [time, leads] window (see `quality_scores`)."""
-    return float(quality_scores(np.asarray(window)[None], fs, low_hz, high_hz)[0])
-
-
-def fixed_windows(num_samples, fs: float, window_s: float = 10.0, stride_s: float | None = None) -> np.ndarray:
-    """Start samples of the whole windows of `window_s` seconds every `stride_s` (default: no overlap).
-
-    `num_samples` may also be a [time, ...] signal. Returns int64 [windows] (empty if too short).
-    """
-    if not np.isscalar(num_samples):
-        num_samples = np.shape(num_samples)[0]
-    window = int(round(window_s * fs))
-    stride = int(round((stride_s if stride_s is not None else window_s) * fs))
-    if window <= 0 or stride <= 0:
-        raise ValueError(f"window {window_s} s and stride {stride_s} s must cover at least one sample")
-    return np.arange(0, int(num_samples) - window + 1, stride, dtype=np.int64)
-
-
-def least_noisy_windows(signal: np.ndarray, fs: float, window_s: float = 60.0, block_s: float = 3600.0,
-                        stride_s: float | None = None, valid: np.ndarray | None = None) -> list[int]:
-    """Start of the cleanest `window_s` window in each `block_s` block of a long [time, leads] recording.
-
-    As in the telemetry paper §3 (1-hour blocks, 60 s segments): candidate windows start every
-    `stride_s` (default `window_s`) and lie wholly inside their block; windows touching a sample
-    where `valid` [time] is False (e.g. beyond ±60 mV, see `clip_out_of_range`) are not candidates.
-    The window with the lowest `quality_scores` wins. Blocks without a candidate are skipped.
-    """
-    signal = np.asarray(signal, np.float32)
-    window = int(round(window_s * fs))
-    block = int(round(block_s * fs))
-    starts = fixed_windows(signal.shape[0], fs, window_s, stride_s)
-    if starts.size == 0:
-        return []
-    block_of = starts // block
-    starts = starts[(starts + window - 1) // block == block_of]  # wholly inside its block
-    if valid is not None:
-        invalid_before = np.concatenate([[0], np.cumsum(~np.asarray(valid, bool))])
-        starts = starts[invalid_before[starts + window] == invalid_before[starts]]
-    if starts.size == 0:
-        return []
-    scores = quality_scores(signal[starts[:, None] + np.arange(window)[None, :]], fs)
-    block_of = starts // block
-    chosen = []
-    for b in np.unique(block_of):
-        in_block = np.flatnonzero(block_of == b)
-        chosen.append(int(starts[in_block[np.argmin(scores[in_block])]]))
-    return chosen
 
 
 def preprocess_record(record: ECGRecord, target_fs: float = 250.0, bandpass: tuple[float, float] | None = None,

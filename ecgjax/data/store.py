@@ -23,6 +23,7 @@ own resolution (see benchmarks/RESULTS.md, '## Data').
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pathlib
@@ -135,6 +136,14 @@ class ECGStore:
         order = np.argsort(patient_index, kind="stable")
         bounds = np.searchsorted(patient_index[order], np.arange(self.num_patients + 1))
         self._records_by_patient = [order[bounds[p]:bounds[p + 1]] for p in range(self.num_patients)]
+
+    def signals_only(self) -> "ECGStore":
+        """A copy for reading signals and lead masks only (`read`, `lead_mask`, `lengths`, `fs`): no
+        metadata table and no per-patient lists, which every loader worker process would otherwise
+        hold again (~600 bytes per record)."""
+        slim = copy.copy(self)
+        slim.metadata, slim._records_by_patient, slim._maps = None, [], {}
+        return slim
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -100,11 +100,15 @@ def vcg_from_twelve(x: np.ndarray, method: str = "inverse_dower") -> np.ndarray:
     return (x @ to_vcg_matrix(method).T).astype(np.float32)
 
 
-def rotation_matrix(angles_rad) -> np.ndarray:
-    """[3, 3] rotation about X, then Y, then Z by the three given angles (radians)."""
-    ax, ay, az = angles_rad
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+def rotation_matrix(angles_rad, xp=np):
+    """[3, 3] rotation about X, then Y, then Z by the three given angles (radians).
+
+    xp: the array module, numpy (host) or jax.numpy (traced inside the training step).
+    """
+    ax, ay, az = angles_rad[0], angles_rad[1], angles_rad[2]
+    cx, sx, cy, sy, cz, sz = xp.cos(ax), xp.sin(ax), xp.cos(ay), xp.sin(ay), xp.cos(az), xp.sin(az)
+    zero, one = xp.zeros_like(cx), xp.ones_like(cx)
+    rx = xp.stack([xp.stack([one, zero, zero]), xp.stack([zero, cx, -sx]), xp.stack([zero, sx, cx])])
+    ry = xp.stack([xp.stack([cy, zero, sy]), xp.stack([zero, one, zero]), xp.stack([-sy, zero, cy])])
+    rz = xp.stack([xp.stack([cz, -sz, zero]), xp.stack([sz, cz, zero]), xp.stack([zero, zero, one])])
     return rz @ ry @ rx

@@ -4,7 +4,7 @@
   - patient identification accuracy: how often a record's nearest neighbour in embedding space
     belongs to the same patient (over patients with at least two records);
   - the risk decomposition of a linear probe (Dubois et al. 2023), with an optional encoder
-    trained supervised on the task (a saved Classifier) for the approximation term.
+    trained supervised on the task (a saved downstream model) for the approximation term.
 
     python experiments/diagnose.py --checkpoint=runs/hl --task=MI --output=runs/hl/diagnostics
 """
@@ -19,20 +19,13 @@ import ml_collections
 import numpy as np
 
 from ecgjax.data.store import ECGStore
-from ecgjax.eval import classifier as classifier_lib
+from ecgjax.downstream.model import load_model
+from ecgjax.downstream.network import adapt_encoder, encoder_features
 from ecgjax.errors import UserError
 from ecgjax.eval import diagnostics, folds as folds_lib, probe, risk, tasks
+from ecgjax.eval.task_data import TaskArrays, load_task_arrays
 
 logger = logging.getLogger("ecgjax")
-
-
-def embed(encoder_config: dict, encoder_variables: dict | None, task: tasks.Task, x: np.ndarray,
-          *, batch_size: int = 256, seed: int = 0) -> np.ndarray:
-    """Encoder features [N, D] of windows x [N, T, leads] (frozen encoder, batched, jitted)."""
-    variables = classifier_lib.init_variables(encoder_config, task, encoder_variables, seed)
-    features = classifier_lib.compiled(encoder_config, task.num_outputs, "features")
-    return classifier_lib.batched_apply(lambda chunk: features(variables, chunk), x.astype(np.float32),
-                                        batch_size)
 
 
 def _class_ids(task: tasks.Task, y: np.ndarray) -> np.ndarray:
@@ -63,16 +56,16 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
         raise
     except ValueError as error:  # an unknown task name
         raise UserError(f"--task={task_spec}: {error}") from None
-    encoder_config, encoder_vars, leads = probe.adapt_encoder(source.config, source.variables, task)
+    encoder_config, encoder_vars, leads = adapt_encoder(source.config, source.variables, task.leads)
     # The plot and patient identification use val; the risk decomposition train and test too.
     needed = ("train", "val", "test") if task.type in ("binary", "multiclass") else ("val",)
     splits = folds_lib.resolve_splits(data_store, task, folds, needed=needed, flag="--folds")
-    data = {split: tasks.load_task_arrays(data_store, task, records) for split, records in splits.items()}
+    data = {split: load_task_arrays(data_store, task, records) for split, records in splits.items()}
     output = pathlib.Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
 
-    def sample(arrays: tasks.TaskArrays) -> tasks.TaskArrays:  # bounds CPU time on big stores
+    def sample(arrays: TaskArrays) -> TaskArrays:  # bounds CPU time on big stores
         if len(arrays) <= max_records:
             return arrays
         keep = np.zeros(len(arrays), bool)
@@ -80,7 +73,7 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
         return arrays.subset(keep)
 
     train, val, test = sample(data["train"]), data["val"], sample(data["test"])
-    z_val = embed(encoder_config, encoder_vars, task, val.x)
+    z_val = encoder_features(encoder_config, encoder_vars, val.x)
     labels = val.y if task.type != "multilabel" else val.y.argmax(axis=1)
     plot = diagnostics.embedding_plot(z_val, labels, output / "embedding.png", method=method,
                                       title=f"{source.method} encoder, validation records, {task.name}")
@@ -91,14 +84,11 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
         "accuracy": diagnostics.patient_identification_accuracy(z_val, val.patient),
         "records": int(multi.sum()), "patients": int(len(np.unique(val.patient[multi])))}
     if task.type in ("binary", "multiclass"):
-        z_train = embed(encoder_config, encoder_vars, task, train.x)
-        z_test = embed(encoder_config, encoder_vars, task, test.x)
+        z_train = encoder_features(encoder_config, encoder_vars, train.x)
+        z_test = encoder_features(encoder_config, encoder_vars, test.x)
         z_sup = None
         if supervised:
-            model = classifier_lib.load_classifier(supervised)
-            features = classifier_lib.compiled(model.encoder_config, task.num_outputs, "features")
-            z_sup = classifier_lib.batched_apply(lambda c: features(model.variables, c),
-                                                 train.x.astype(np.float32), 256)
+            z_sup = load_model(supervised, batch_size=256).features(train.x)
         result["risk_decomposition"] = risk.risk_decomposition(
             z_train, _class_ids(task, train.y), z_test, _class_ids(task, test.y),
             supervised_train_embeddings=z_sup, train_patient_ids=train.patient, seed=seed)

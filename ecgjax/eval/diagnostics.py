@@ -9,13 +9,11 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.neighbors import NearestNeighbors  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # drawn off-screen: no backend chosen, no display needed
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.neighbors import NearestNeighbors
 
 _MAX_LEGEND_ENTRIES = 20
 
@@ -47,8 +45,9 @@ def embedding_plot(embeddings, labels, path, method: str = "pca", *, title: str 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     distinct = np.unique(labels)
-    cmap = plt.get_cmap("tab20" if distinct.size > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(5, 5))
+    cmap = matplotlib.colormaps["tab20" if distinct.size > 10 else "tab10"]
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     for k, value in enumerate(distinct):
         chosen = labels == value
         ax.scatter(points[chosen, 0], points[chosen, 1], s=10, color=cmap(k % cmap.N), label=str(value))
@@ -59,7 +58,6 @@ def embedding_plot(embeddings, labels, path, method: str = "pca", *, title: str 
     ax.set_title(title or f"{method.upper()} of {points.shape[0]} embeddings")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

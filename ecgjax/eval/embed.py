@@ -26,7 +26,6 @@ import pathlib
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 import pandas as pd
@@ -37,9 +36,9 @@ from ecgjax.data import ingest, preprocess, readers
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
+from ecgjax.downstream.network import compiled_encoder
 from ecgjax.errors import UserError
 from ecgjax.eval import probe
-from ecgjax.models import registry
 from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
@@ -83,9 +82,7 @@ def load_frozen_encoder(checkpoint: str) -> FrozenEncoder:
                         f"made for {len(CANONICAL_LEADS)}-lead encoders only")
     data = source.pretrain_config.data
     num_samples = int(encoder_config.get("num_samples") or round(data.fs * data.segment_s))
-    encoder = registry.build_encoder(encoder_config)
-    apply = jax.jit(lambda variables, x: encoder.apply(variables, x, train=False))
-    return FrozenEncoder(run, float(data.fs), num_samples, source.variables, apply)
+    return FrozenEncoder(run, float(data.fs), num_samples, source.variables, compiled_encoder(encoder_config))
 
 
 # ------------------------------------------------------------------------------------ windows

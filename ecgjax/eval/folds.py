@@ -3,7 +3,7 @@
     splits = resolve_splits(store, task, {"train": "1-8", "val": "9", "test": "10"},
                             flag="--config.folds", standard=True)
 
-Fold lists split a store whose records all have a PTB-XL strat_fold (tasks.task_splits); other
+Fold lists split a store whose records all have a PTB-XL strat_fold (`task_splits`); other
 stores, or no fold lists, use the split assigned at ingest. A split the command needs that holds
 no record with a valid label is a UserError naming the split, the folds (or split sizes) the store
 holds and the exact flags to pass. When the fold lists are the standard ones (train 1-8 / val 9 /
@@ -17,15 +17,36 @@ from typing import Sequence
 
 import numpy as np
 
-from ecgjax.data.splits import SPLITS, SplitConfig, folds_from_present, format_folds
+from ecgjax.data.splits import SPLITS, SplitConfig, fold_split, folds_from_present, format_folds, parse_folds
 from ecgjax.data.store import ECGStore
 from ecgjax.errors import UserError
-from ecgjax.eval.tasks import Task, has_folds, parse_folds, task_splits
+from ecgjax.eval.tasks import Task
 
 logger = logging.getLogger("ecgjax")
 
 # The standard PTB-XL protocol of a complete copy (configs/probe.py defaults).
 STANDARD_FOLDS = {"train": "1-8", "val": "9", "test": "10"}
+
+
+def has_folds(store: ECGStore) -> bool:
+    """Whether every record has a PTB-XL strat_fold, so fold lists can split the store."""
+    metadata = store.metadata
+    return "strat_fold" in metadata and bool(metadata["strat_fold"].notna().all())
+
+
+def task_splits(store: ECGStore, folds: dict | None = None) -> dict[str, np.ndarray]:
+    """{'train', 'val', 'test'} -> store record indices, unchecked (see `resolve_splits`).
+
+    folds: {'train': '1-8', 'val': '9', 'test': '10'} applied to metadata strat_fold when the store
+    has that column (PTB-XL); otherwise (or with folds None) the store's own split column.
+    """
+    metadata = store.metadata
+    if folds and has_folds(store):
+        names = fold_split(metadata["strat_fold"].to_numpy(), train_folds=parse_folds(folds["train"]),
+                           val_folds=parse_folds(folds["val"]), test_folds=parse_folds(folds["test"]))
+    else:
+        names = metadata["split"].to_numpy()
+    return {split: np.flatnonzero(names == split) for split in SPLITS}
 
 
 def suggest_folds(present: Sequence[int]) -> dict | None:
@@ -117,7 +138,7 @@ def _problem(task: Task, empty: dict[str, int]) -> str:
 
 def resolve_splits(store: ECGStore, task: Task, folds: dict | None, *, needed: Sequence[str] = SPLITS,
                    flag: str = "--config.folds", standard: bool = False) -> dict[str, np.ndarray]:
-    """{'train', 'val', 'test'} -> store record indices (tasks.task_splits), checked up front.
+    """{'train', 'val', 'test'} -> store record indices (`task_splits`), checked up front.
 
     folds: fold lists per split ('1-8', '9', ...) or None for the store's ingest split.
     needed: the splits the command uses; one without a validly labelled record is a UserError

@@ -34,8 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-CRITERIA_TASKS: tuple[str, ...] = ("MI", "STTC", "CD", "HYP")
-TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
+from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.downstream.heads import TASK_TYPES
+
+# 003's criteria tasks: the PTB-XL superclasses but NORM.
+CRITERIA_TASKS: tuple[str, ...] = tuple(c for c in PTBXL_SUPERCLASSES if c != "NORM")
 
 
 class DegenerateMetricWarning(UserWarning):

@@ -3,9 +3,9 @@
     runs = run_probe(config, output_dir)      # config: configs/probe.py
 
 For each seed: the training split is thinned at patient level (protocols: data fraction, case
-ratio; validation and test untouched), a Classifier is trained (classifier.train_classifier),
+ratio; validation and test untouched), a model is trained (classifier.train_classifier),
 test metrics (metrics.compute_metrics) and patient-level bootstrap CIs are computed, and one run
-JSON is written (report.write_run_json). The mean ± std over seeds goes to
+JSON is written (runs.write_run_json). The mean ± std over seeds goes to
 output_dir/summary_<task>_<mode>.json.
 
 Report modes: pretrained + linear -> 'linear'; pretrained + finetune -> 'finetune';
@@ -26,13 +26,13 @@ import time
 import ml_collections
 import numpy as np
 
-from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
+from ecgjax.downstream.network import adapt_encoder
 from ecgjax.errors import UserError
-from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, report
-from ecgjax.eval.classifier import Classifier, train_classifier
-from ecgjax.eval.tasks import Task, TaskArrays, get_task, load_task_arrays
-from ecgjax.models import registry
+from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib
+from ecgjax.eval.classifier import train_classifier
+from ecgjax.eval.task_data import TaskArrays, load_task_arrays
+from ecgjax.eval.tasks import Task, get_task
 
 logger = logging.getLogger("ecgjax")
 
@@ -77,7 +77,7 @@ def load_pretrain_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def last_pretrain_loss(workdir) -> dict:
-    """The loss parts (report.LOSS_PARTS) of the last line of workdir/metrics.jsonl ({} if none)."""
+    """The loss parts (runs_lib.LOSS_PARTS) of the last line of workdir/metrics.jsonl ({} if none)."""
     path = pathlib.Path(workdir) / "metrics.jsonl"
     if not path.is_file():
         return {}
@@ -85,7 +85,7 @@ def last_pretrain_loss(workdir) -> dict:
     if not lines:
         return {}
     last = json.loads(lines[-1])
-    return {part: float(last[part]) for part in report.LOSS_PARTS if part in last}
+    return {part: float(last[part]) for part in runs_lib.LOSS_PARTS if part in last}
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
@@ -105,31 +105,6 @@ def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
                         "--workdir of a pretraining run, or --config.init=random / supervised for a baseline")
     pretrain_config = load_pretrain_config_file(config.encoder_config)
     return EncoderSource(pretrain_config.model.encoder.to_dict(), None, pretrain_config, None, {}, "")
-
-
-def adapt_encoder(encoder_config: dict, variables: dict | None, task: Task, lead_adaptation: str = "select"):
-    """Fits the encoder's first layer to the task's leads; returns (config, variables, input leads).
-
-    - encoder trained on 12 leads, task on fewer: 'select' keeps those input channels of the
-      first-layer kernel (input [.., len(task.leads)]); 'zero' keeps all 12 (absent leads fed as 0).
-    - encoder trained on 1 lead, task on n: filters duplicated n times and scaled by 1/n (001).
-    A random encoder is simply built for the task's leads.
-    """
-    config = dict(encoder_config)
-    from_leads = int(config.get("in_leads") or 12)
-    leads = tuple(task.leads)
-    if lead_adaptation == "zero" and from_leads == 12:
-        leads = CANONICAL_LEADS
-    if variables is not None and from_leads != len(leads):
-        if from_leads == 1:
-            params = registry.adapt_input_leads(variables["params"], 1, len(leads))
-        elif from_leads == 12 and lead_adaptation == "select":
-            params = registry.adapt_input_leads(variables["params"], 12, task.lead_columns)
-        else:
-            raise ValueError(f"cannot adapt a {from_leads}-lead encoder to leads {leads}")
-        variables = {**variables, "params": params}
-    config["in_leads"] = len(leads)
-    return config, variables, leads
 
 
 def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
@@ -245,7 +220,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
                         f"{source.pretrain_config.data.fs:g} Hz; ingest with "
                         f"--target_fs={source.pretrain_config.data.fs:g} to match")
     task = _task_for(config, store, window_s)
-    encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task,
+    encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task.leads,
                                                               config.lead_adaptation)
     folds = config.folds.to_dict() if config.folds else None
     splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
@@ -261,17 +236,17 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
-        classifier, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
-                                               training_mode(run_mode), config.optim, seed, fs=store.fs)
+        model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
+                                          training_mode(run_mode), config.optim, seed, fs=store.fs)
         test = data["test"]
-        scores = _scores(classifier, test.x)
+        scores = model.scores(test.x)[task.name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metrics_lib.DegenerateMetricWarning)
             values, ci = test_metrics(task, test.y, scores, test.patient, int(config.bootstrap), seed)
         if config.save_model:
-            classifier.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
+            model.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
         best = max((h for h in history), key=lambda h: (np.nan_to_num(h["val_score"], nan=-np.inf)))
-        record = report.RunRecord(
+        record = runs_lib.RunRecord(
             cell=configured_cell(config) or cell_of(source.config, source.method), mode=run_mode, task=task.name, seed=seed,
             metrics=values, task_type=task.type, data_fraction=float(config.data_fraction),
             case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
@@ -279,15 +254,10 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
                    "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
                    "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
                    "seconds": round(time.perf_counter() - started, 2)})
-        path = report.write_run_json(output_dir, record)
+        path = runs_lib.write_run_json(output_dir, record)
         logger.info("seed %d: %s -> %s", seed, {k: round(v, 4) for k, v in values.items()}, path)
         runs.append(record.to_json())
     summary = metrics_lib.aggregate_runs([r["metrics"] for r in runs])
     (output_dir / f"summary_{task.name}_{run_mode}.json").write_text(json.dumps(summary, indent=2))
     return runs
 
-
-def _scores(classifier: Classifier, x: np.ndarray) -> np.ndarray:
-    from ecgjax.eval.classifier import to_outputs
-
-    return to_outputs(classifier.task, classifier.logits(x), classifier.target_scale)

@@ -15,10 +15,20 @@ marked done is skipped on the next run; an interrupted pretraining resumes from 
 checkpoint. An exception in a stage (an out-of-memory XlaRuntimeError included) marks the
 cell failed with its reason and the sweep goes on to the next cell; failed cells are tried
 again on the next run unless `retry_failed=False`.
+
+On a cluster the cells are independent jobs. `shard=(i, n)` (experiments/sweep.py --shard=i/n,
+or --shard=slurm in a SLURM job array) runs the deterministic subset cells[i::n] of the selection.
+Whatever the sharding, a job claims a cell before running it (cells/<name>/claim.json, created
+atomically with O_EXCL and kept fresh by a heartbeat), so two jobs never run the same cell; a job
+that died leaves a claim that goes stale and is taken over. Status files are replaced atomically,
+and sweep.md and the report are rewritten (one job at a time) from every cell on disk, so they
+merge whatever all jobs have done so far.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import gc
 import importlib.util
@@ -27,15 +37,22 @@ import json
 import logging
 import os
 import pathlib
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 
 import ml_collections
 
+from ecgjax.errors import UserError
+
 logger = logging.getLogger("ecgjax")
 
 STATUS_FILE = "status.json"
+CLAIM_FILE = "claim.json"
+CLAIM_HEARTBEAT_S = 30.0   # how often a running job refreshes its claims' modification time
+CLAIM_STALE_S = 600.0      # a claim not refreshed for this long belongs to a dead job
 PRETRAIN_STAGE = "pretrain"
 # Cell and stage states.
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -98,6 +115,38 @@ def select_cells(cells: Sequence[Cell], selection: str | None) -> list[Cell]:
     return [cells[i] for i in sorted(chosen)]
 
 
+def parse_shard(text: str | None, environ=None) -> tuple[int, int] | None:
+    """'i/n' -> (i, n); 'slurm' -> this SLURM array task's (index, count); None/'' -> None.
+
+    A UserError names --shard and what to pass for anything else.
+    """
+    if not text:
+        return None
+    environ = os.environ if environ is None else environ
+    if text == "slurm":
+        names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+        missing = [n for n in names if n not in environ]
+        if missing:
+            raise UserError(f"--shard=slurm outside a SLURM job array ({', '.join(missing)} not set): submit with "
+                            f"sbatch --array=0-N, or pass --shard=i/n")
+        index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ["SLURM_ARRAY_TASK_MIN"])
+        return index, int(environ["SLURM_ARRAY_TASK_COUNT"])
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(index) < int(count):
+        raise UserError(f"--shard={text}: expected i/n with 0 <= i < n (this job's part of n), e.g. --shard=0/4, "
+                        f"or --shard=slurm in a SLURM job array")
+    return int(index), int(count)
+
+
+def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """Shard (i, n) of the cells: every n-th from the i-th, so shards are disjoint, cover every
+    cell, and mix methods and sizes (the grid is ordered by method, then patch, depth, width)."""
+    if shard is None:
+        return list(cells)
+    index, count = shard
+    return list(cells)[index::count]
+
+
 def probe_stages(config: ml_collections.ConfigDict) -> list[str]:
     """'<mode>:<task>' for every probe mode and task, in run order."""
     return [f"{mode}:{task}" for mode in config.probe.modes for task in config.probe.tasks]
@@ -149,9 +198,107 @@ class CellStatus:
     def save(self, workdir) -> None:
         path = cell_dir(workdir, self.cell) / STATUS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)  # a kill mid-write leaves the previous status intact
+        _write_atomically(path, json.dumps(self.to_json(), indent=2, sort_keys=True, default=str))
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """A temporary file of this process, then os.replace: readers see the old or the new file whole,
+    even with several jobs writing, and a kill mid-write leaves the previous file intact."""
+    tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- claims
+
+def _owner() -> dict:
+    return dict(host=socket.gethostname(), pid=os.getpid(),
+                job=os.environ.get("SLURM_JOB_ID", ""), array_task=os.environ.get("SLURM_ARRAY_TASK_ID", ""))
+
+
+def _claim_is_stale(path: pathlib.Path, now: float) -> bool:
+    """Not refreshed for CLAIM_STALE_S, or held by a process of this host that is gone."""
+    try:
+        age = now - path.stat().st_mtime
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError):  # vanished, or caught between create and write: not stale yet
+        return False
+    if age > CLAIM_STALE_S:
+        return True
+    if owner.get("host") == socket.gethostname():
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            pass
+    return False
+
+
+class Claim:
+    """This job's exclusive right to run one cell; a daemon thread keeps it fresh until release()."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"claim-{path.parent.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(CLAIM_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def claim_owner(workdir, cell: Cell) -> dict | None:
+    """Who holds the cell's claim ({'host', 'pid', 'job', ...}), or None."""
+    try:
+        return json.loads((cell_dir(workdir, cell) / CLAIM_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def claim_cell(workdir, cell: Cell) -> Claim | None:
+    """Claims the cell for this job, or None when another live job holds it.
+
+    O_CREAT | O_EXCL makes the creation atomic, so of several jobs exactly one gets the claim. A
+    stale claim (see `_claim_is_stale`) is renamed away first (one renamer wins) and claimed anew.
+    """
+    path = cell_dir(workdir, cell) / CLAIM_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _claim_is_stale(path, time.time()):
+                return None
+            logger.warning("cell %s: taking over the stale claim of %s", cell.name, claim_owner(workdir, cell))
+            stale = path.with_name(f"{CLAIM_FILE}.stale-{socket.gethostname()}-{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):  # another job may have taken it over first
+                os.rename(path, stale)  # atomic: of several jobs breaking the claim, one renames it
+                stale.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(_owner(), started=time.strftime("%Y-%m-%d %H:%M:%S")), f)
+        return Claim(path)
+    return None
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: pathlib.Path, name: str):
+    """One job at a time (an flock on workdir/.NAME.lock) for the files every job rewrites."""
+    with open(workdir / f".{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def describe_failure(exc: BaseException) -> dict:
@@ -283,17 +430,22 @@ def run_cell(config: ml_collections.ConfigDict, cell: Cell, workdir) -> CellStat
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir, selection: str | None = None, *,
-              retry_failed: bool = True, report: bool | None = None,
+              shard: tuple[int, int] | None = None, retry_failed: bool = True, report: bool | None = None,
               on_cell_done: Callable[[CellStatus], None] | None = None) -> list[CellStatus]:
-    """Runs every selected cell that is not done; returns the statuses of the selected cells.
+    """Runs every selected cell of this shard that is not done and that no other job holds;
+    returns the statuses of this shard's cells.
 
-    selection: see `select_cells` (None: config.cells). retry_failed=False leaves cells whose
-    last attempt failed (e.g. known out-of-memory) alone. Writes workdir/sweep.md and, if
-    report (default config.report), the evaluation report under workdir/report.
+    selection: see `select_cells` (None: config.cells). shard: (i, n) runs `shard_cells` of the
+    selection (None: all of it). retry_failed=False leaves cells whose last attempt failed (e.g.
+    known out-of-memory) alone. Writes workdir/sweep.md (every selected cell, whichever job ran
+    it) and, if report (default config.report), the evaluation report under workdir/report.
     """
     workdir = pathlib.Path(workdir).expanduser().absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    cells = select_cells(grid_cells(config), config.cells if selection is None else selection)
+    selected = select_cells(grid_cells(config), config.cells if selection is None else selection)
+    cells = shard_cells(selected, shard)
+    if shard is not None:
+        logger.info("shard %d/%d: %d of the %d selected cells", shard[0], shard[1], len(cells), len(selected))
     stages = [PRETRAIN_STAGE, *probe_stages(config)]
     statuses = []
     for i, cell in enumerate(cells):
@@ -301,16 +453,27 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, selection: str | None 
         state = status.state(stages)
         if state == DONE or (state == FAILED and not retry_failed):
             logger.info("cell %d/%d %s: %s, skipped", i + 1, len(cells), cell.name, state)
+        elif (claim := claim_cell(workdir, cell)) is None:
+            logger.info("cell %d/%d %s: running in another job (%s), skipped", i + 1, len(cells), cell.name,
+                        claim_owner(workdir, cell))
         else:
-            logger.info("cell %d/%d %s: running", i + 1, len(cells), cell.name)
-            status = run_cell(config, cell, workdir)
-            _free_device_memory()
+            try:
+                status = CellStatus.load(workdir, cell)  # another job may have finished it meanwhile
+                if status.state(stages) == DONE:
+                    logger.info("cell %d/%d %s: done by another job, skipped", i + 1, len(cells), cell.name)
+                else:
+                    logger.info("cell %d/%d %s: running", i + 1, len(cells), cell.name)
+                    status = run_cell(config, cell, workdir)
+                    _free_device_memory()
+            finally:
+                claim.release()
         statuses.append(status)
         if on_cell_done is not None:
             on_cell_done(status)
-    write_status_table(workdir, config, statuses)
-    if config.report if report is None else report:
-        _write_report(workdir)
+    with _workdir_lock(workdir, "sweep"):  # several jobs end at once: one rewrite at a time
+        write_status_table(workdir, config, [CellStatus.load(workdir, c) for c in selected])
+        if config.report if report is None else report:
+            _write_report(workdir)
     return statuses
 
 
@@ -354,8 +517,9 @@ def status_table(config: ml_collections.ConfigDict, statuses: Sequence[CellStatu
     return "\n".join(lines)
 
 
-def load_statuses(config: ml_collections.ConfigDict, workdir, selection: str | None = None) -> list[CellStatus]:
-    cells = select_cells(grid_cells(config), config.cells if selection is None else selection)
+def load_statuses(config: ml_collections.ConfigDict, workdir, selection: str | None = None,
+                  shard: tuple[int, int] | None = None) -> list[CellStatus]:
+    cells = shard_cells(select_cells(grid_cells(config), config.cells if selection is None else selection), shard)
     return [CellStatus.load(workdir, c) for c in cells]
 
 
@@ -373,5 +537,5 @@ def write_status_table(workdir, config: ml_collections.ConfigDict, statuses: Seq
     if failed:
         text.append("## Failures\n\n" + status_table(config, failed))
     path = pathlib.Path(workdir) / "sweep.md"
-    path.write_text("\n\n".join(text) + "\n")
+    _write_atomically(path, "\n\n".join(text) + "\n")
     return path

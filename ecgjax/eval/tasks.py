@@ -14,14 +14,8 @@ Built-ins (`get_task`): MI, STTC, CD, HYP, NORM (003, binary), 'superclass' (5-l
 single lead I, macro F1), any label column of the store by name (binary), and
 'csv:/path/labels.csv:column[:type]' for a label table joined on record_id.
 
-Splits (`task_splits`): PTB-XL records are split by strat_fold with configurable folds (standard
-train 1-8 / val 9 / test 10; a copy holding folds 1-9 uses 1-7 / 8 / 9); stores without strat_fold
-use the split column assigned at ingest (patient-level hash). Records without a valid target are
-dropped from every split.
-
-PhysioNet/CinC 2017: the reader is `ecgjax.data.cinc` (re-exported here as `read_cinc2017`,
-`read_cinc2017_reference`); `ingest_cinc2017` builds its store, split at random 75/5/20 %
-(train/val/test) as in 001, reproduced with the hashed patient split (each record is its own patient).
+A task's records per split are ecgjax.eval.folds' (PTB-XL strat_fold or the ingest split), its
+arrays ecgjax.eval.task_data's; the CinC 2017 reader and store are ecgjax.data.cinc's.
 """
 from __future__ import annotations
 
@@ -32,15 +26,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ecgjax.data.cinc import CINC2017_CLASSES, CINC2017_SPLIT, read_cinc2017, read_cinc2017_reference  # noqa: F401
+from ecgjax.data.cinc import CINC2017_CLASSES
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
-from ecgjax.data.splits import SPLITS, fold_split, parse_folds  # noqa: F401 (tasks.parse_folds)
-from ecgjax.data.store import ECGStore
-from ecgjax.errors import UserError
+from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.downstream.heads import TASK_TYPES
 
-TASK_TYPES = ("binary", "multiclass", "multilabel", "regression")
-PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 SYNTHETIC_CONDITIONS = ("wide_qrs", "st_elevation", "t_inversion", "high_voltage", "afib")
 AGE_CAP = 90.0  # PTB-XL: age 300 means "> 89"
 SEX_FEMALE = {"1": 1, "1.0": 1, "F": 1, "f": 1, "female": 1, "0": 0, "0.0": 0, "M": 0, "m": 0, "male": 0}
@@ -213,82 +204,3 @@ def get_task(spec: str, metadata_columns: Sequence[str] = (), *, leads: Sequence
     if window_s:
         changes["window_s"] = float(window_s)
     return dataclasses.replace(task, **changes) if changes else task
-
-
-# ------------------------------------------------------------------------------------- splits
-
-def has_folds(store: ECGStore) -> bool:
-    """Whether every record has a PTB-XL strat_fold, so fold lists can split the store."""
-    metadata = store.metadata
-    return "strat_fold" in metadata and bool(metadata["strat_fold"].notna().all())
-
-
-def task_splits(store: ECGStore, folds: dict | None = None) -> dict[str, np.ndarray]:
-    """{'train', 'val', 'test'} -> store record indices.
-
-    folds: {'train': '1-8', 'val': '9', 'test': '10'} applied to metadata strat_fold when the store
-    has that column (PTB-XL); otherwise (or with folds None) the store's own split column.
-    """
-    metadata = store.metadata
-    if folds and has_folds(store):
-        names = fold_split(metadata["strat_fold"].to_numpy(), train_folds=parse_folds(folds["train"]),
-                           val_folds=parse_folds(folds["val"]), test_folds=parse_folds(folds["test"]))
-    else:
-        names = metadata["split"].to_numpy()
-    return {split: np.flatnonzero(names == split) for split in SPLITS}
-
-
-# ------------------------------------------------------------------------------------- arrays
-
-@dataclasses.dataclass
-class TaskArrays:
-    """One window per record: x [N, T, len(task.leads)] f32 mV, y (see Task.targets), patient [N]
-    (store patient_index), record_index [N] (store index)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    patient: np.ndarray
-    record_index: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def subset(self, mask) -> "TaskArrays":
-        return TaskArrays(self.x[mask], self.y[mask], self.patient[mask], self.record_index[mask])
-
-
-def load_task_arrays(store: ECGStore, task: Task, records: np.ndarray, *, offset_s: float = 0.0) -> TaskArrays:
-    """The window [offset_s, offset_s + task.window_s) of each record (zero-padded when shorter),
-    the task's leads only; records without a valid target are left out."""
-    records = np.asarray(records, np.int64)
-    y, valid = task.targets(store.metadata.iloc[records].reset_index(drop=True))
-    records, y = records[valid], y[valid]
-    window, offset = int(round(task.window_s * store.fs)), int(round(offset_s * store.fs))
-    columns = task.lead_columns
-    x = np.zeros((len(records), window, len(columns)), np.float32)
-    for row, record in enumerate(records):
-        length = int(store.lengths[record])
-        start = min(offset, max(length - window, 0))
-        n = min(window, length - start)
-        x[row, :n] = store.read(int(record), start, n)[:, columns]
-    patient = store.metadata["patient_index"].to_numpy(np.int64)[records]
-    return TaskArrays(x=x, y=y, patient=patient, record_index=records)
-
-
-def load_task_data(store: ECGStore, task: Task, folds: dict | None = None) -> dict[str, TaskArrays]:
-    """{'train', 'val', 'test'} -> TaskArrays of `task` on `store`."""
-    return {split: load_task_arrays(store, task, records)
-            for split, records in task_splits(store, folds).items()}
-
-
-# --------------------------------------------------------------------------- PhysioNet/CinC 2017
-
-def ingest_cinc2017(root, output, *, target_fs: float = 250.0, seed: int = 0) -> ECGStore:
-    """A store of the CinC 2017 records (resampled to target_fs, lead I of the 12-lead layout),
-    split 75/5/20 % train/val/test by hashed record (= patient) id as in 001; unusable records go
-    to the store's rejected.csv (as `python -m ecgjax.data.ingest --source=cinc2017`)."""
-    from ecgjax.data.ingest import ingest
-
-    ingest("cinc2017", root, output, target_fs=target_fs, workers=0, progress=False,
-           split=dataclasses.replace(CINC2017_SPLIT, seed=seed))
-    return ECGStore(output)

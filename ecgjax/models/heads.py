@@ -1,4 +1,5 @@
-"""Heads on top of encoder features: SimCLR-style projection, linear probe, attention pooling."""
+"""Heads on top of encoder features: SimCLR-style projection, linear probe, named linear heads on
+one encoder (probe, fine-tune, annotation), attention pooling."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -52,6 +53,38 @@ class LinearHead(nn.Module):
         del train  # same behaviour in training and evaluation
         return nn.Dense(self.num_outputs, dtype=jnp.float32, param_dtype=self.param_dtype,
                         name="dense")(x.astype(jnp.float32))
+
+
+class MultiHead(nn.Module):
+    """Named linear heads on one feature vector: [batch, D] -> {name: [batch, k] logits (float32)}.
+
+    outputs: (name, k) per head; each head's parameters live under its name.
+    """
+
+    outputs: tuple[tuple[str, int], ...]
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, *, train: bool = False):
+        return {name: LinearHead(k, param_dtype=self.param_dtype, name=name)(features, train=train)
+                for name, k in self.outputs}
+
+
+class EncoderWithHeads(nn.Module):
+    """encoder (x [batch, time, leads] -> [batch, D]) then MultiHead -> {name: [batch, k] logits}.
+
+    Parameters: {'encoder': ..., 'heads': {name: ...}}, so pretrained encoder weights graft in
+    under 'encoder' and the heads can be trained alone on fixed features.
+    """
+
+    encoder: nn.Module
+    outputs: tuple[tuple[str, int], ...]
+
+    def setup(self):
+        self.heads = MultiHead(self.outputs)
+
+    def __call__(self, x, *, train: bool = False):
+        return self.heads(self.encoder(x, train=train))
 
 
 class AttentionPooling(nn.Module):

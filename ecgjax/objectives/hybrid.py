@@ -14,13 +14,6 @@ import jax.numpy as jnp
 
 LOSS_PARTS = ("patient", "sample", "reconstruction", "cpc", "interlead", "intersegment")
 
-METHOD_PARTS = {
-    "cl": ("patient", "sample"),
-    "gl": ("reconstruction",),
-    "hl": ("reconstruction", "patient", "sample"),
-    "cpc": ("cpc",),
-}
-
 
 def hybrid_loss(
     parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None
@@ -42,14 +35,3 @@ def hybrid_loss(
     total = sum(weights.get(name, 1.0) * value for name, value in parts.items())
     return total, parts
 
-
-def method_loss(
-    method: str, parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total for a pretraining method ('cl', 'gl', 'hl', 'cpc'); `parts` must hold exactly its terms."""
-    if method not in METHOD_PARTS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHOD_PARTS)}")
-    expected = set(METHOD_PARTS[method])
-    if set(parts) != expected:
-        raise ValueError(f"method {method!r} needs parts {sorted(expected)}, got {sorted(parts)}")
-    return hybrid_loss(parts, weights)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ecgjax.objectives.contrastive import l2_normalize, masked_infonce, reduce_infonce
 
@@ -96,7 +97,6 @@ def queue_enqueue(
 
 
 def ema_update(target_params, online_params, momentum: float):
-    """Momentum-encoder update: target <- momentum * target + (1 - momentum) * online (leafwise)."""
-    return jax.tree_util.tree_map(
-        lambda t, o: (momentum * t + (1.0 - momentum) * o).astype(t.dtype), target_params, online_params
-    )
+    """Momentum-encoder update: target <- momentum * target + (1 - momentum) * online (leafwise),
+    i.e. optax.incremental_update with step size 1 - momentum."""
+    return optax.incremental_update(online_params, target_params, 1.0 - momentum)

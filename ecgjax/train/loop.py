@@ -20,7 +20,7 @@ import ml_collections
 
 from ecgjax.data import ingest, pipeline
 from ecgjax.data.store import ECGStore
-from ecgjax.train import checkpoint, mesh as mesh_lib, optim, state as state_lib, step as step_lib
+from ecgjax.train import checkpoint, mesh as mesh_lib, multihost, optim, state as state_lib, step as step_lib
 from ecgjax.train.metrics_log import MetricsLog
 from ecgjax.errors import UserError
 
@@ -71,21 +71,39 @@ def loader_views(objective: ml_collections.ConfigDict) -> tuple[str, ...]:
         return ("cpc",)
     if objective.method == "gl":
         return ("segment",)
-    return ("segment", "segment_aug", "patient_segment")
+    return ("segment", "patient_segment")  # the step draws 'segment_aug' from the 'segment' crop
 
 
-def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: int | None = None):
-    """The Grain dataset of this host's share of each global batch."""
-    hosts = jax.process_count()
-    if config.train.batch_size % hosts:
-        raise ValueError(f"batch {config.train.batch_size} not divisible by {hosts} hosts")
+def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: int | None = None,
+                 shard: tuple[int, int] | None = None):
+    """The Grain dataset of one process: its shard of the patients, its share of each global batch.
+
+    shard: (index, count), by default (jax.process_index(), jax.process_count()); the global batch
+    of a step is the concatenation of the count shards' batches, in shard order.
+    """
+    index, count = shard if shard is not None else (jax.process_index(), jax.process_count())
+    if config.train.batch_size % count:
+        raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by the {count} processes; "
+                        f"pass a multiple of {count}")
     cpc = config.objective.cpc
     return pipeline.make_pretrain_dataset(
-        store, views=loader_views(config.objective), batch_size=config.train.batch_size // hosts,
-        segment_s=config.data.segment_s, seed=(config.seed if seed is None else seed) + jax.process_index(),
-        split=config.data.split or None, augmentation=config.data.augmentation.to_dict(),
-        num_workers=config.data.num_workers,
+        store, views=loader_views(config.objective), batch_size=config.train.batch_size // count,
+        segment_s=config.data.segment_s, seed=config.seed if seed is None else seed,
+        split=config.data.split or None,
+        num_workers=config.data.num_workers, shard_index=index, shard_count=count,
+        dtype=store.config["dtype"],  # stored samples as they are: the step casts them on the device
         cpc=pipeline.CPCSpec(n_context=cpc.n_context, frame_s=cpc.frame_s, offset=cpc.offset))
+
+
+def open_store_in_turn(data: ml_collections.ConfigDict) -> ECGStore:
+    """`open_store` in every process, process 0 first: it alone builds a missing synthetic cohort
+    (several builders would write the same cache folder at once); the others then open it (or, on
+    a host that does not share that folder, build their own identical copy)."""
+    if jax.process_count() == 1:
+        return open_store(data)
+    store = open_store(data) if multihost.is_main() else None
+    multihost.barrier("ecgjax-open-store")
+    return store if store is not None else open_store(data)
 
 
 class Trainer:
@@ -224,7 +242,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = os.path.abspath(os.path.expanduser(workdir))
     check_resumable(config, workdir)
     trainer = Trainer(config)
-    store = open_store(config.data)
+    store = open_store_in_turn(config.data)
     os.makedirs(workdir, exist_ok=True)  # after the checks above, so a mistake leaves no empty workdir
     labels = {c: f"{store.metadata[c].mean():.1%}" for c in store.label_columns()}
     logger.info("data %s: %d records of %d patients at %g Hz (%d patients in split %r); label "
@@ -232,7 +250,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 len(store.split_patients(config.data.split)) if config.data.split else store.num_patients,
                 config.data.split, labels)
     data_iter = iter(make_dataset(config, store))
-    is_main = jax.process_index() == 0
+    if jax.process_count() > 1:
+        logger.info("%d processes, %d devices each: every process reads its own shard of the patients "
+                    "and %d segments of each batch", jax.process_count(), jax.local_device_count(),
+                    config.train.batch_size // jax.process_count())
+    is_main = multihost.is_main()
     if is_main:
         save_config(config, workdir)
 
@@ -250,27 +272,50 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  state_lib.count_params(state.params), trainer.mesh.size, config.train.batch_size,
                  start, total, config.data.store or "synthetic cohort")
     metrics = {}
+    pending = []  # (step, device metrics) not read back yet
     try:
         last = time.perf_counter()
         for step in range(start + 1, total + 1):
             batch = next(data_iter)
             state, device_metrics = trainer.step(state, batch)
-            metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-            if not math.isfinite(metrics["loss"]):
-                raise NonFiniteLossError(
-                    f"loss is {metrics['loss']} at step {step} ({metrics}); stopping. The last good "
-                    f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is left intact.")
-            now = time.perf_counter()
-            metrics["segments_per_s"] = config.train.batch_size / (now - last)
-            last = now
-            log.write(step, metrics)
-            if step % config.train.log_every == 0 or step == total:
-                log.console(step, metrics)
+            pending.append((step, device_metrics))
+            # Metrics come back to the host only at log steps and before a save: reading them every
+            # step would make the host wait for each step and serialise dispatch on an accelerator.
+            logging_now = step % config.train.log_every == 0 or step == total
+            if logging_now or ckpt.manager.should_save(step):
+                metrics, last = read_back(pending, config.train.batch_size, last, log, ckpt)
+                pending = []
+                if logging_now:
+                    log.console(step, metrics)
             ckpt.save(step, state, data_iter, force=(step == total))
     finally:
         ckpt.close()
         log.close()
     return metrics
+
+
+def read_back(pending: list, batch_size: int, since: float, log: MetricsLog,
+              ckpt: checkpoint.Checkpointer) -> tuple[dict, float]:
+    """Writes the metrics of the pending steps (one transfer, in step order); returns the last
+    step's metrics and the time they arrived.
+
+    A non-finite loss raises NonFiniteLossError at the first step that has one, before the caller
+    can save: the state it would save already holds that step's update. segments_per_s is the rate
+    of the pending steps since `since` (the previous read-back), logged with each of them.
+    """
+    values = jax.device_get([m for _, m in pending])  # waits for the last pending step
+    now = time.perf_counter()
+    segments_per_s = batch_size * len(pending) / (now - since)
+    metrics = {}
+    for (step, _), step_values in zip(pending, values):
+        metrics = {k: float(v) for k, v in step_values.items()}
+        if not math.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {metrics['loss']} at step {step} ({metrics}); stopping. The last good "
+                f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is left intact.")
+        metrics["segments_per_s"] = segments_per_s
+        log.write(step, metrics)
+    return metrics, now
 
 
 def restore_pretrained(workdir: str, step: int | None = None):

@@ -12,18 +12,24 @@ from tensorboardX import SummaryWriter
 logger = logging.getLogger("ecgjax")
 
 
-def setup_console_logging(level: int = logging.INFO) -> None:
+def setup_console_logging(level: int = logging.INFO, *, process_index: int = 0, process_count: int = 1) -> None:
     """ecgjax's progress lines on stderr; the libraries' own INFO chatter (Orbax logs every
-    save step by step through absl) stays at WARNING."""
+    save step by step through absl) stays at WARNING.
+
+    In a run of several processes only process 0 logs progress; the others log their own warnings
+    and errors, each line marked with the process that wrote it.
+    """
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
-    if not any(getattr(h, "_ecgjax", False) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if getattr(h, "_ecgjax", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         handler._ecgjax = True
         logger.addHandler(handler)
-    logger.setLevel(level)
+    where = f"[process {process_index}/{process_count}] " if process_count > 1 else ""
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {where}%(message)s", "%H:%M:%S"))
+    logger.setLevel(level if process_index == 0 else max(level, logging.WARNING))
     logger.propagate = False
 
 

@@ -3,6 +3,10 @@
 The batch is sharded over the mesh's 'data' axis and the state replicated; jit then runs the
 same program data-parallel on 1 CPU, 8 GPUs or several hosts, with gradient (and BatchNorm)
 reductions over the global batch, so results do not depend on the number of devices.
+
+The batch holds the loader's unaugmented crops; the step augments them itself (`augment_views`,
+ecgjax.data.augment) with keys from the state's RNG, so the host never waits on augmentation and
+a resumed run draws the same augmentations as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ecgjax.data import augment
 from ecgjax.objectives import contrastive, cpc, hybrid, mae, moco
 from ecgjax.train.pretrain_model import PretrainModel, masking_indices, query_views
 from ecgjax.train.state import TrainState
@@ -97,15 +102,51 @@ def _moco_keys(state: TrainState, batch: dict, model: PretrainModel, config, rng
     return dict(zip(views, k))
 
 
+# fold_in tag of the augmentation stream: the loss keeps the key it had before augmentation moved here.
+_AUGMENT_STREAM = 0xA46
+
+
+def device_views(objective: ml_collections.ConfigDict) -> tuple[tuple[str, str], ...]:
+    """(view, host crop it is drawn from) for every view the step augments.
+
+    'segment' and 'segment_aug' are two independent augmentations of the same crop (the
+    sample-level positive pair), 'patient_segment' one of the patient's other crop. CPC's frames
+    stay unaugmented; GL uses the anchor only; a MoCo queue needs 'segment_aug' only for the
+    sample term.
+    """
+    if objective.method == "cpc":
+        return ()
+    if objective.method == "gl":
+        return (("segment", "segment"),)
+    views = [("segment", "segment")]
+    if not objective.moco.enabled or _active(objective.weights, "sample"):
+        views.append(("segment_aug", "segment"))
+    return (*views, ("patient_segment", "patient_segment"))
+
+
+def augment_views(batch: dict, key, augmentation: augment.Augmentation, views) -> dict:
+    """The batch with each view of `views` (see `device_views`) replaced by an augmentation of its
+    crop, [batch, time, 12] each, an independent draw per view and example. Signals the loader
+    sends in the store's float16 are cast to float32 first (exactly: float16 is a subset)."""
+    batch = {k: v.astype(jnp.float32) if v.dtype == jnp.float16 else v for k, v in batch.items()}
+    out = dict(batch)
+    for i, (view, source) in enumerate(views):
+        out[view] = augmentation(jax.random.fold_in(key, i), batch[source]) if augmentation else batch[source]
+    return out
+
+
 def make_train_step(model: PretrainModel, config: ml_collections.ConfigDict,
                     optimizer: optax.GradientTransformation, schedule: optax.Schedule):
     """The un-jitted step; `jit_train_step` compiles it for a mesh."""
     loss_fn = functools.partial(compute_losses, model=model, config=config)
     mc = config.objective.moco
+    augmentation = augment.build_augmentation(config.data.augmentation, fs=config.data.fs)
+    views = device_views(config.objective)
 
     def step(state: TrainState, batch: dict):
         rng, next_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
         rng = jax.random.fold_in(rng, state.step)
+        batch = augment_views(batch, jax.random.fold_in(rng, _AUGMENT_STREAM), augmentation, views)
         (total, (parts, metrics, batch_stats, keys)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params, state, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

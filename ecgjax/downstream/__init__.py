@@ -1,0 +1,11 @@
+"""The downstream model: one encoder with named output heads, trained on labels.
+
+Linear probing, fine-tuning (ecgjax.eval.classifier) and the annotation heads
+(ecgjax.annotate.train_heads) all build, train, save and apply this one product.
+
+heads    what a head predicts (kind, classes, scale) and its masked loss and scores
+network  the flax model from an encoder config, pretrained weights grafted in, lead adaptation
+step     the jitted train step (frozen encoder: heads on fixed features; or all weights)
+batches  fixed-size batched application of a jitted function
+model    TrainedModel: predict / save; load_model (the one save format)
+"""
