@@ -71,8 +71,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cache_dir, monkey
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir, monkeypatch):
-    config = tiny(generative, **{"data.synthetic.cache_dir": cache_dir})
+def _nan_batch_at_step_5(monkeypatch) -> dict:
+    """Feeds a NaN batch to the 5th step; returns the step-call counter."""
     original = loop.Trainer.step
     calls = {"n": 0}
 
@@ -83,6 +83,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir, monk
         return original(self, state, batch)
 
     monkeypatch.setattr(loop.Trainer, "step", nan_batch_at_step_5)
+    return calls
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir, monkeypatch):
+    config = tiny(generative, **{"data.synthetic.cache_dir": cache_dir})
+    calls = _nan_batch_at_step_5(monkeypatch)
     with pytest.raises(loop.NonFiniteLossError, match="step 5.*step 3"):
         loop.pretrain(config, str(tmp_path / "run"))
     ckpt = Checkpointer(str(tmp_path / "run" / "checkpoints"))
@@ -271,16 +277,7 @@ def test_nan_between_log_steps_is_caught_before_the_next_save(tmp_path, cache_di
     """No log step until the end: the save at step 6 must read steps 4..6 back first and find step 5."""
     config = tiny(generative, **{"data.synthetic.cache_dir": cache_dir, "train.log_every": 100,
                                  "train.num_steps": 9})
-    original = loop.Trainer.step
-    calls = {"n": 0}
-
-    def nan_batch_at_step_5(self, state, batch):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            batch = dict(batch, segment=np.full_like(batch["segment"], np.nan))
-        return original(self, state, batch)
-
-    monkeypatch.setattr(loop.Trainer, "step", nan_batch_at_step_5)
+    calls = _nan_batch_at_step_5(monkeypatch)
     with pytest.raises(loop.NonFiniteLossError, match="step 5.*step 3"):
         loop.pretrain(config, str(tmp_path / "run"))
     assert calls["n"] == 6  # stopped at the save of step 6, not at the end
