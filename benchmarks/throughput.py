@@ -29,6 +29,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ecgjax import cli
+from ecgjax.data import resolve
 from ecgjax.errors import UserError
 from ecgjax.machine import describe as describe_machine
 from ecgjax.train import cost as cost_lib, loop, mesh as mesh_lib, state as state_lib
@@ -169,7 +170,7 @@ def measure_with_loader(config, steps: int, workers: list[int], warmup: int) -> 
     if not config.data.store:
         raise UserError("--with_loader times the loader on a real store: pass --config.data.store=STORE "
                         "(or store=STORE in the config arg), an ingested store (python -m ecgjax.data.ingest)")
-    store = loop.open_store(config.data)
+    store = resolve.open_store(config.data)
     plain = ml_collections.ConfigDict(config.to_dict())
     plain.data.augmentation = ml_collections.ConfigDict()
     without = StepBench(plain)

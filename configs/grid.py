@@ -2,7 +2,7 @@
 
 Each cell pretrains with configs/{contrastive,generative,hybrid}.py at
 `patch=P,depth=D,width=W`, then is linear-probed and fine-tuned on every task with
-configs/probe.py (run by ecgjax.eval.sweep):
+configs/probe.py (run by ecgjax.sweep):
 
     python experiments/sweep.py --config=configs/grid.py --workdir=runs/grid --dry_run
     python experiments/sweep.py --config=configs/grid.py:store=stores/ptbxl --workdir=runs/grid

@@ -11,6 +11,7 @@ the baseline of 003 Table 4) or 'supervised' (trained end to end from scratch: T
 """
 import ml_collections
 
+from ecgjax.eval import classifier
 from ecgjax.eval.folds import STANDARD_FOLDS
 
 
@@ -43,16 +44,16 @@ def get_config(arg=None):
     c.seeds = 5
     c.first_seed = 0
 
-    c.optim = ml_collections.ConfigDict(dict(
-        batch_size=64, eval_batch_size=256,
-        linear_epochs=30, linear_lr=1e-3, linear_weight_decay=0.0,   # linear head stage
-        epochs=20, lr=1e-4, weight_decay=1e-5,                        # all weights (003)
-    ))
+    # The windowed protocol and the fine-tuning recipe: every field is documented in
+    # ecgjax.eval.classifier.default_protocol / default_optim.
+    c.protocol = classifier.default_protocol()
+    c.optim = classifier.default_optim()
     c.bootstrap = 1000             # patient-level bootstrap resamples for the CIs (0 = none)
     c.save_model = False           # also save each seed's Classifier under workdir/models/
 
     if arg and "runlocal" in str(arg):
         c.seeds = 2
         c.bootstrap = 20
-        c.optim.update(dict(batch_size=16, eval_batch_size=32, linear_epochs=5, epochs=2))
+        c.optim.update(dict(batch_size=16, eval_batch_size=32, linear_epochs=5, epochs=2, patience=0,
+                            min_steps_per_epoch=1))
     return c

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from ecgjax.data import augment
+from ecgjax.data import augment, synthetic
 
 # What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
 _ARG_TYPES = {
@@ -32,9 +32,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(values)
 
 
-def vit_heads(width: int) -> int:
-    """64-dimensional attention heads, as in ViT-B/L."""
-    return max(1, width // 64)
+def vit_heads(width: ml_collections.FieldReference) -> ml_collections.FieldReference:
+    """max(1, width // 64): 64-dimensional attention heads, as in ViT-B/L, following `width`.
+
+    Written in FieldReference arithmetic (which has no max): for k = width // 64 the second term
+    1 // (k + 1) is 1 when k = 0 and 0 otherwise.
+    """
+    k = width // 64
+    return k + 1 // (k + 1)
 
 
 def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_collections.ConfigDict:
@@ -52,10 +57,12 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     # synthetic cohort, built once into `synthetic.cache_dir`.
     c.data.store = a.store
     c.data.synthetic = ml_collections.ConfigDict(
-        dict(num_patients=400, records_per_patient=4, seed=0, cache_dir="~/.cache/ecgjax")
+        dict(num_patients=synthetic.DEFAULT_NUM_PATIENTS, records_per_patient=4, seed=0, cache_dir="~/.cache/ecgjax")
     )
-    c.data.fs = 250.0
-    c.data.segment_s = 10.0
+    # Derived values below are FieldReferences of these, so an override such as
+    # --config.data.segment_s=5 or --config.model.encoder.width=128 carries to them.
+    c.data.fs = ml_collections.FieldReference(250.0)
+    c.data.segment_s = ml_collections.FieldReference(10.0)
     c.data.split = "train"
     c.data.num_workers = 2
     # name -> params of ecgjax.data.augment (prob, and the transform's keywords), applied on the
@@ -63,14 +70,17 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     c.data.augmentation = ml_collections.ConfigDict(augment.DEFAULT_AUGMENTATION)
 
     c.model = ml_collections.ConfigDict()
+    width = ml_collections.FieldReference(a.width)
+    num_samples = (c.data.get_ref("fs") * c.data.get_ref("segment_s")).to_int()
     c.model.encoder = ml_collections.ConfigDict(dict(
-        name=a.encoder, patch=a.patch, depth=a.depth, width=a.width, heads=vit_heads(a.width),
-        mlp_ratio=4, dropout=0.0, num_samples=int(c.data.fs * c.data.segment_s), in_leads=12,
-        chan_start=64, dual_stream=False,
+        name=a.encoder, patch=a.patch, depth=a.depth, width=width, heads=vit_heads(width),
+        mlp_ratio=4, dropout=0.0, num_samples=num_samples, in_leads=12, chan_start=64, dual_stream=False,
     ))
     c.model.projection = ml_collections.ConfigDict(dict(hidden=512, out=128))
-    # MAE decoder: half the encoder width (003 RQ1).
-    c.model.decoder = ml_collections.ConfigDict(dict(width=a.width // 2, depth=2, heads=vit_heads(a.width // 2)))
+    # MAE decoder: half the encoder width (003 RQ1), set here and not tied to encoder.width, so an
+    # encoder-width override changes that key alone; its heads follow its own width.
+    decoder_width = ml_collections.FieldReference(a.width // 2)
+    c.model.decoder = ml_collections.ConfigDict(dict(width=decoder_width, depth=2, heads=vit_heads(decoder_width)))
     c.model.cpc = ml_collections.ConfigDict(dict(d_model=512, depth=3, heads=8))
 
     c.objective = ml_collections.ConfigDict()

@@ -6,7 +6,7 @@
     python experiments/sweep.py --config=configs/grid.py:runlocal --workdir=/tmp/grid
 
 Finished cells are skipped, failed ones (reason in WORKDIR/sweep.md) tried again unless
---noretry_failed; see ecgjax.eval.sweep. On a cluster, one job per shard of the cells (each cell
+--noretry_failed; see ecgjax.sweep. On a cluster, one job per shard of the cells (each cell
 is claimed, so no two jobs run it; sweep.md and the report merge whatever is done):
 
     python experiments/sweep.py --config=configs/grid.py --workdir=runs/grid --shard=3/9
@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from ecgjax import cli
 from ecgjax.errors import UserError
-from ecgjax.eval import budget, sweep
+from ecgjax.sweep import budget, runner, selection, status
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Grid config (configs/grid.py[:arg]).",
@@ -47,12 +47,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     config, workdir = _CONFIG.value, _WORKDIR.value
-    shard = sweep.parse_shard(_SHARD.value)
+    shard = selection.parse_shard(_SHARD.value)
     if _DRY_RUN.value:
-        statuses = sweep.load_statuses(config, workdir, _CELLS.value, shard)
-        print(sweep.status_counts(config, statuses))
+        statuses = status.load_statuses(config, workdir, _CELLS.value, shard)
+        print(status.status_counts(config, statuses))
         print(f"stages: pretrain, then {' and '.join(config.probe.modes)} on {', '.join(config.probe.tasks)}")
-        print(sweep.status_table(config, statuses))
+        print(status.status_table(config, statuses))
         if _BUDGET.value:
             if _MFU.value <= 0 or _PEAK_TFLOPS.value <= 0:
                 raise UserError(f"--mfu={_MFU.value} and --peak_tflops={_PEAK_TFLOPS.value} must be > 0")
@@ -63,7 +63,7 @@ def main(argv):
                                       device_memory_gib=_DEVICE_MEMORY_GIB.value))
         return
     setup_console_logging()
-    statuses = sweep.run_sweep(config, workdir, _CELLS.value, shard=shard, retry_failed=_RETRY_FAILED.value)
+    statuses = runner.run_sweep(config, workdir, _CELLS.value, shard=shard, retry_failed=_RETRY_FAILED.value)
     failed = [s for s in statuses if s.error]
     logger.info("sweep done: %d cells, %d failed; status in %s/sweep.md", len(statuses), len(failed), workdir)
 

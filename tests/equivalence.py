@@ -39,15 +39,14 @@ def use_float64() -> None:
 
     jax.config.update("jax_enable_x64", True)
     from ecgjax.train import state as state_lib
-    from ecgjax.train.pretrain_model import PretrainModel
 
-    init_state = state_lib.init_state
+    build_model, init_state = state_lib.build_model, state_lib.init_state
 
     def float64_state(*args, **kwargs):
         return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
                             init_state(*args, **kwargs))
 
-    state_lib.build_model = lambda c: PretrainModel(model=c.model, objective=c.objective, dtype=jnp.float64)
+    state_lib.build_model = lambda c: build_model(c).clone(dtype=jnp.float64)
     state_lib.init_state = float64_state
 
 

@@ -106,12 +106,6 @@ def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dic
     return labels
 
 
-def set_fields(config, fields: dict):
-    """config.update_from_flattened_dict(fields) ('train.batch_size': 8, ...), returning config."""
-    config.update_from_flattened_dict(fields)
-    return config
-
-
 def write_fold_store(output, split, *, folds=range(1, 10), patients_per_fold: int = 3, fs: float = 250.0,
                      unlabelled_folds=()):
     """A store of one 10 s twelve-lead record per patient with PTB-XL-style strat_fold and a binary

@@ -75,7 +75,9 @@ def test_trained_heads_save_and_load(model_dir, heads_data):
     model = apply.load_model(model_dir)
     assert (model.fs, model.leads, model.window_s) == (MODEL_FS, ("II",), WINDOW_S)
     assert len(model.history) == 4 and all(np.isfinite(h["hr_class"]) for h in model.history[:3])
-    assert set(model.history[-1]["val"]) == {"af_auroc", "hr_class_accuracy", "hr_bpm_mae"}
+    assert set(model.history[-1]["val"]) == {"af_auroc", "af_threshold", "af_sensitivity", "af_specificity",
+                                             "hr_class_accuracy", "hr_bpm_mae"}
+    assert apply.af_threshold(model) == model.history[-1]["val"]["af_threshold"]
     out = model.predict(heads_data.windows[:4])
     assert out["af_prob"].shape == (4,) and out["heart_rate"].shape == (4,)
     np.testing.assert_allclose(out["hr_class_prob"].sum(1), 1, rtol=1e-5)

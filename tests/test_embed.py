@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from configs import hybrid  # configs/ is on sys.path (pytest.ini)
-from ecgjax.data import preprocess, readers
+from ecgjax.data import preprocess, readers, resolve
 from ecgjax.errors import UserError
 from ecgjax.eval import embed
 from ecgjax.models import registry
@@ -75,7 +75,7 @@ def preprocessed(path) -> np.ndarray:
 
 
 def test_store_split_gives_one_embedding_per_record(run_dir, encode, tmp_path):
-    store = loop.open_store(loop.load_config(str(run_dir)).data)
+    store = resolve.open_store(loop.load_config(str(run_dir)).data)
     indices = store.split_indices("train")
     output = tmp_path / "out"
     result = run_cli(f"--checkpoint={run_dir}", f"--input={store.path}", "--split=train",
@@ -148,7 +148,7 @@ def test_user_mistakes_are_named(run_dir, wfdb_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     fails("no WFDB records", input_path=str(tmp_path / "empty"))
     fails("--split=test selects records of an ingested store", split="test")
-    store = loop.open_store(loop.load_config(str(run_dir)).data)
+    store = resolve.open_store(loop.load_config(str(run_dir)).data)
     fails("no records of .* in that split", input_path=str(store.path), split="tset")
     fails("--batch_size=0", batch_size=0)
     only_bad = tmp_path / "only_bad"

@@ -242,11 +242,17 @@ def test_queue_wraps_around():
 
 
 def test_ema_update():
+    from ecgjax.methods import momentum
+
     target = {"w": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
     online = {"w": jnp.array([5.0, 6.0]), "b": jnp.array(-1.0)}
-    keep = moco.ema_update(target, online, 1.0)
-    copy = moco.ema_update(target, online, 0.0)
-    half = moco.ema_update(target, online, 0.75)
+    queue, queue_patient, ptr = _moco.queue_init(4, 2)
+    state = dict(queue=queue, queue_patient=queue_patient, queue_ptr=ptr, ema_params=target, ema_batch_stats={})
+
+    def ema(m):  # the momentum encoder's update after a step (ecgjax.methods.momentum)
+        return momentum.update(m, state, online, {}, jnp.zeros((1, 2)), jnp.zeros(1, jnp.int32))["ema_params"]
+
+    keep, copy, half = ema(1.0), ema(0.0), ema(0.75)
     np.testing.assert_allclose(keep["w"], [1.0, 2.0])
     np.testing.assert_allclose(copy["w"], [5.0, 6.0])
     np.testing.assert_allclose(copy["b"], -1.0)

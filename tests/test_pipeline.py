@@ -4,7 +4,7 @@ import pytest
 
 from ecgjax.data.ingest import build_synthetic_store, ingest_records
 from ecgjax.data.leads import CANONICAL_LEADS
-from ecgjax.data.pipeline import CPCSpec, load_split_arrays, make_eval_dataset, make_pretrain_dataset
+from ecgjax.data.pipeline import CPCSpec, make_pretrain_dataset
 from ecgjax.data.record import ECGRecord
 from ecgjax.data.splits import SplitConfig
 from ecgjax.data.store import ECGStore
@@ -188,29 +188,3 @@ def test_bad_arguments(coded):
         make_pretrain_dataset(coded, batch_size=64, segment_s=2.0)
     with pytest.raises(ValueError, match="fewer than batch_size"):  # no record is 20 s long
         make_pretrain_dataset(coded, batch_size=2, segment_s=20.0)
-
-
-def test_eval_dataset_covers_every_window_once_with_labels(coded):
-    batches = list(make_eval_dataset(coded, "train", window_s=4.0, stride_s=2.0, batch_size=16))
-    starts = np.concatenate([b["start"] for b in batches])
-    records = np.concatenate([b["record_index"] for b in batches])
-    per_record = np.arange(0, SAMPLES - 1000 + 1, 500)
-    assert len(starts) == len(coded) * len(per_record)
-    np.testing.assert_array_equal(starts[:len(per_record)], per_record)
-    segments = np.concatenate([b["segment"] for b in batches])
-    np.testing.assert_array_equal(_decode(segments)[0][:, 0], starts)
-    labels = np.concatenate([b["labels"] for b in batches])
-    assert labels.shape == (len(starts), 1)
-    np.testing.assert_array_equal(labels[:, 0], coded.metadata.sick.to_numpy()[records])
-    np.testing.assert_array_equal(np.concatenate([b["patient"] for b in batches]),
-                                  coded.metadata.patient_index.to_numpy()[records])
-
-
-def test_load_split_arrays(coded):
-    arrays = load_split_arrays(coded, "train", window_s=4.0, offset_s=1.0, max_records=5)
-    assert arrays.signals.shape == (5, 1000, 12) and arrays.labels.shape == (5, 1)
-    assert arrays.label_names == ["sick"] and arrays.lead_mask.all()
-    np.testing.assert_array_equal(_decode(arrays.signals)[0][:, 0], 250)
-    assert list(arrays.metadata.record_id) == list(coded.metadata.record_id[:5])
-    padded = load_split_arrays(coded, None, window_s=12.0)
-    assert padded.signals.shape == (len(coded), 3000, 12) and not padded.signals[:, 2500:].any()

@@ -22,7 +22,7 @@ from ecgjax.models import registry
 from fixtures import write_cinc2017_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1)
+TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1, min_steps_per_epoch=1)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def test_modes_write_runs(checkpoint, syn_store, tmp_path, init, mode, task, exp
         assert 0 < run.metrics["mae"] < 60  # in years, not standardised units
         assert run.extra["leads"] == ["II"]
     else:
-        assert run.task_type == "binary" and set(run.metrics) == {"auroc", "auprc", "f1", "fmax"}
+        assert run.task_type == "binary" and set(run.metrics) == {"auroc", "auprc", "f1", "fmax", "f1_tuned"}
         assert set(run.ci) == {"auroc", "auprc"}
     assert run.cell["patch"] == 125 and run.cell["width"] == 64
     if init == "pretrained":
@@ -100,12 +100,18 @@ def test_multilabel_metrics(checkpoint, syn_store, tmp_path):
 
 
 def test_cinc2017_multiclass(tmp_path):
+    """001's task end to end on generated CinC 2017 records of 9-30 s: records padded / cropped to
+    60 s, trained from scratch on augmented 5 s crops with a class-balanced loss, scored by
+    aggregating sliding windows over each whole record, F1 also with offsets tuned on validation."""
     write_cinc2017_fixture(tmp_path / "cinc", n_records=40, seed=1)
     store = ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
-    run = probe.run_probe(_config(init="random", task="cinc2017", **{"data.store": str(store.path)}),
-                          tmp_path / "out")[0]
+    run = probe.run_probe(_config(init="supervised", mode="finetune", task="cinc2017", **{
+        "data.store": str(store.path), "protocol.window_s": 5.0, "protocol.record_s": 60.0,
+        "protocol.augment": True, "optim.class_weighting": "balanced", "optim.patience": 1}), tmp_path / "out")[0]
     assert {"macro_f1", "accuracy", "f1/N", "f1/A", "f1/O", "f1/~"} <= set(run["metrics"])
+    assert {"macro_f1_tuned", "f1_tuned/N", "f1_tuned/A", "f1_tuned/O", "f1_tuned/~"} <= set(run["metrics"])
     assert run["extra"]["leads"] == ["I"] and "macro_f1" in run["ci"]
+    assert run["extra"]["window_s"] == 5.0 and run["extra"]["epochs_run"] == {"finetune": 1}
 
 
 def test_label_scarcity_is_patient_level():

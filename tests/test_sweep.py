@@ -14,8 +14,8 @@ import pytest
 
 from ecgjax.data.ingest import build_synthetic_store
 from ecgjax.errors import UserError
-from ecgjax.eval import sweep
 from ecgjax.eval.report import read_runs
+from ecgjax.sweep import budget, claims, grid as grid_lib, runner, selection, status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = os.path.join(REPO, "configs/grid.py")
@@ -25,7 +25,7 @@ TWO_CELLS = "gl-p125-d2-w256,gl-p125-d4-w512"
 
 
 def grid(arg="runlocal", cells=TWO_CELLS):
-    config = sweep.load_config_file(GRID, arg)
+    config = grid_lib.load_config_file(GRID, arg)
     config.cells = cells
     return config
 
@@ -33,7 +33,7 @@ def grid(arg="runlocal", cells=TWO_CELLS):
 # ------------------------------------------------------------------------ grid and selection
 
 def test_full_grid_is_the_81_cells_in_003_order():
-    cells = sweep.grid_cells(grid("", cells=""))
+    cells = grid_lib.grid_cells(grid("", cells=""))
     names = [c.name for c in cells]
     assert len(cells) == 81 and len(set(names)) == 81
     # Within a method the index is 003 App. C's case number: case 13 = patch 125, depth 4, width 512.
@@ -43,8 +43,8 @@ def test_full_grid_is_the_81_cells_in_003_order():
 
 
 def test_select_cells_by_index_range_name_and_glob():
-    cells = sweep.grid_cells(grid("", cells=""))
-    pick = lambda s: [c.name for c in sweep.select_cells(cells, s)]  # noqa: E731
+    cells = grid_lib.grid_cells(grid("", cells=""))
+    pick = lambda s: [c.name for c in selection.select_cells(cells, s)]  # noqa: E731
     assert len(pick("")) == 81
     assert pick("80,0") == ["cl-p60-d2-w256", "hl-p250-d8-w1024"]  # grid order, not given order
     assert pick("1-2") == ["cl-p60-d2-w512", "cl-p60-d2-w1024"]
@@ -60,26 +60,26 @@ def test_select_cells_by_index_range_name_and_glob():
 
 def test_cell_configs_reuse_the_method_configs():
     config = grid("store=/data/ptbxl,steps=1234", cells="")
-    hl = sweep.pretrain_config(config, sweep.Cell("hl", 60, 8, 1024))
+    hl = grid_lib.pretrain_config(config, grid_lib.Cell("hl", 60, 8, 1024))
     enc = hl.model.encoder
     assert (enc.patch, enc.depth, enc.width, hl.model.decoder.width) == (60, 8, 1024, 512)
     assert hl.objective.method == "hl" and hl.train.num_steps == 1234 and hl.data.store == "/data/ptbxl"
-    cl = sweep.pretrain_config(config, sweep.Cell("cl", 250, 2, 256))
+    cl = grid_lib.pretrain_config(config, grid_lib.Cell("cl", 250, 2, 256))
     assert cl.objective.weights.reconstruction == 0.0 and cl.model.encoder.patch == 250
     assert tuple(config.probe.tasks) == ("MI", "STTC", "CD", "HYP")
-    probe = sweep.probe_config(config, "finetune", "MI", "/runs/x/pretrain")
+    probe = grid_lib.probe_config(config, "finetune", "MI", "/runs/x/pretrain")
     assert (probe.mode, probe.task, probe.checkpoint, probe.seeds, probe.data.store) == (
         "finetune", "MI", "/runs/x/pretrain", 3, "/data/ptbxl")
     config.pretrain.overrides = ml_collections.ConfigDict(dict(train=dict(no_such_field=1)))
     with pytest.raises(ValueError, match="train.no_such_field"):
-        sweep.pretrain_config(config, sweep.Cell("hl", 60, 8, 1024))
+        grid_lib.pretrain_config(config, grid_lib.Cell("hl", 60, 8, 1024))
 
 
 def test_describe_failure_names_out_of_memory():
     oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.")
-    assert sweep.describe_failure(oom)["reason"] == "out of memory (JaxRuntimeError)"
-    assert sweep.describe_failure(MemoryError())["reason"] == "out of memory (MemoryError)"
-    other = sweep.describe_failure(ValueError("bad config: train.batch_size=0 must be > 0\nmore"))
+    assert runner.describe_failure(oom)["reason"] == "out of memory (JaxRuntimeError)"
+    assert runner.describe_failure(MemoryError())["reason"] == "out of memory (MemoryError)"
+    other = runner.describe_failure(ValueError("bad config: train.batch_size=0 must be > 0\nmore"))
     assert other == dict(type="ValueError", message="bad config: train.batch_size=0 must be > 0\nmore",
                          reason="ValueError: bad config: train.batch_size=0 must be > 0")
 
@@ -96,8 +96,6 @@ def test_dry_run_lists_81_cells_and_runs_nothing(tmp_path):
 def test_dry_run_budget_compiles_each_cell_once_and_projects_device_hours(tmp_path, monkeypatch):
     """Two runlocal cells: the first dry run compiles them (and caches), the second reads the
     cache back without compiling; hours follow the stated formula; a small memory flags a cell."""
-    from ecgjax.eval import budget
-
     cache = tmp_path / "cache"
     args = [sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
             f"--workdir={tmp_path / 'w'}", "--cells=gl-p125-d2-w256,hl-p125-d2-w256", "--dry_run",
@@ -109,7 +107,7 @@ def test_dry_run_budget_compiles_each_cell_once_and_projects_device_hours(tmp_pa
 
     config = grid(cells="gl-p125-d2-w256,hl-p125-d2-w256")
     monkeypatch.setattr(budget, "_compile_cost", lambda c: pytest.fail("a cached cell was compiled again"))
-    cells = sweep.select_cells(sweep.grid_cells(config), config.cells)
+    cells = selection.select_cells(grid_lib.grid_cells(config), config.cells)
     rows = budget.cell_budgets(config, cells, cache_dir=cache)  # the CLI's defaults: bf16
     assert [r.name for r in rows] == ["gl-p125-d2-w256", "hl-p125-d2-w256"] and all(r.cached for r in rows)
     gl, hl = rows
@@ -134,8 +132,8 @@ class FakeStages:
 
     def __init__(self, monkeypatch, fail: dict | None = None):
         self.calls, self.fail = [], dict(fail or {})
-        monkeypatch.setattr(sweep, "run_pretrain_stage", lambda c, cell, d: self._call(cell, "pretrain"))
-        monkeypatch.setattr(sweep, "run_probe_stage",
+        monkeypatch.setattr(runner, "run_pretrain_stage", lambda c, cell, d: self._call(cell, "pretrain"))
+        monkeypatch.setattr(runner, "run_probe_stage",
                             lambda c, cell, d, mode, task: self._call(cell, f"{mode}:{task}"))
 
     def _call(self, cell, stage):
@@ -151,8 +149,8 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1.0GiB")
     fake = FakeStages(monkeypatch, fail={("cl-p60-d2-w512", "pretrain"): oom,
                                          ("cl-p60-d2-w1024", "finetune:wide_qrs"): ValueError("no positives")})
-    statuses = sweep.run_sweep(config, tmp_path, report=False)
-    stages = ["pretrain", *sweep.probe_stages(config)]
+    statuses = runner.run_sweep(config, tmp_path, report=False)
+    stages = ["pretrain", *grid_lib.probe_stages(config)]
     assert [s.state(stages) for s in statuses] == ["done", "failed", "failed"]
     assert statuses[1].error == dict(stage="pretrain", type="JaxRuntimeError", reason="out of memory (JaxRuntimeError)",
                                      message="RESOURCE_EXHAUSTED: Out of memory allocating 1.0GiB")
@@ -166,10 +164,10 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
     # Known failures can be left alone ...
     fake.calls.clear()
-    sweep.run_sweep(config, tmp_path, retry_failed=False, report=False)
+    runner.run_sweep(config, tmp_path, retry_failed=False, report=False)
     assert fake.calls == []
     # ... or retried, from the stage that failed.
-    statuses = sweep.run_sweep(config, tmp_path, report=False)
+    statuses = runner.run_sweep(config, tmp_path, report=False)
     assert [s.state(stages) for s in statuses] == ["done"] * 3 and statuses[1].attempts == 2
     assert [c for c in fake.calls if c[0] == "cl-p60-d2-w1024"] == [
         ("cl-p60-d2-w1024", "finetune:wide_qrs"), ("cl-p60-d2-w1024", "finetune:st_elevation")]
@@ -179,13 +177,13 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
     config = grid(cells="0,1")
     fake = FakeStages(monkeypatch, fail={("cl-p60-d2-w512", "linear:st_elevation"): KeyboardInterrupt()})
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(config, tmp_path, report=False)
-    statuses = sweep.load_statuses(config, tmp_path)
-    stages = ["pretrain", *sweep.probe_stages(config)]
+        runner.run_sweep(config, tmp_path, report=False)
+    statuses = status.load_statuses(config, tmp_path)
+    stages = ["pretrain", *grid_lib.probe_stages(config)]
     assert [s.state(stages) for s in statuses] == ["done", "running"]
-    assert "| 1 | cl-p60-d2-w512 | running | done | 1/2 | pending |" in sweep.status_table(config, statuses)
+    assert "| 1 | cl-p60-d2-w512 | running | done | 1/2 | pending |" in status.status_table(config, statuses)
     fake.calls.clear()
-    statuses = sweep.run_sweep(config, tmp_path, report=False)
+    statuses = runner.run_sweep(config, tmp_path, report=False)
     assert [s.state(stages) for s in statuses] == ["done", "done"]
     assert fake.calls == [("cl-p60-d2-w512", "linear:st_elevation"), ("cl-p60-d2-w512", "finetune:wide_qrs"),
                           ("cl-p60-d2-w512", "finetune:st_elevation")]
@@ -194,44 +192,44 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ jobs on a cluster
 
 def test_shards_are_disjoint_cover_the_selection_and_are_deterministic():
-    cells = sweep.grid_cells(grid("", cells=""))
-    shards = [sweep.shard_cells(cells, (i, 4)) for i in range(4)]
+    cells = grid_lib.grid_cells(grid("", cells=""))
+    shards = [selection.shard_cells(cells, (i, 4)) for i in range(4)]
     names = [c.name for shard in shards for c in shard]
     assert sorted(names) == sorted(c.name for c in cells) and len(names) == len(set(names)) == 81
     assert [len(s) for s in shards] == [21, 20, 20, 20]
-    assert shards[1] == sweep.shard_cells(cells, (1, 4))
+    assert shards[1] == selection.shard_cells(cells, (1, 4))
     assert {c.method for c in shards[3]} == {"cl", "gl", "hl"}  # every job gets a mix, not one method
-    assert sweep.parse_shard("2/9") == (2, 9) and sweep.parse_shard(None) is None
+    assert selection.parse_shard("2/9") == (2, 9) and selection.parse_shard(None) is None
     slurm = dict(SLURM_ARRAY_TASK_ID="5", SLURM_ARRAY_TASK_COUNT="9", SLURM_ARRAY_TASK_MIN="1")
-    assert sweep.parse_shard("slurm", slurm) == (4, 9)
+    assert selection.parse_shard("slurm", slurm) == (4, 9)
     for bad in ("9/9", "1-4", "a/b", "3"):
         with pytest.raises(UserError, match=f"--shard={bad}: expected i/n"):
-            sweep.parse_shard(bad)
+            selection.parse_shard(bad)
     with pytest.raises(UserError, match="outside a SLURM job array.*SLURM_ARRAY_TASK_ID"):
-        sweep.parse_shard("slurm", {})
+        selection.parse_shard("slurm", {})
 
 
 def test_a_claimed_cell_is_not_claimed_again_until_released_or_stale(tmp_path, monkeypatch):
-    cell = sweep.Cell("hl", 125, 4, 512)
-    first = sweep.claim_cell(tmp_path, cell)
-    assert first is not None and sweep.claim_owner(tmp_path, cell)["pid"] == os.getpid()
-    assert sweep.claim_cell(tmp_path, cell) is None
+    cell = grid_lib.Cell("hl", 125, 4, 512)
+    first = claims.claim_cell(tmp_path, cell)
+    assert first is not None and claims.claim_owner(tmp_path, cell)["pid"] == os.getpid()
+    assert claims.claim_cell(tmp_path, cell) is None
     first.release()
-    second = sweep.claim_cell(tmp_path, cell)
+    second = claims.claim_cell(tmp_path, cell)
     assert second is not None
     # A job that stopped refreshing its claim (a dead host) loses it after CLAIM_STALE_S ...
-    path = sweep.cell_dir(tmp_path, cell) / sweep.CLAIM_FILE
-    old = time.time() - sweep.CLAIM_STALE_S - 1
+    path = status.cell_dir(tmp_path, cell) / claims.CLAIM_FILE
+    old = time.time() - claims.CLAIM_STALE_S - 1
     os.utime(path, (old, old))
-    third = sweep.claim_cell(tmp_path, cell)
+    third = claims.claim_cell(tmp_path, cell)
     assert third is not None
     second._stop.set()  # its heartbeat would refresh the new claim's file
     # ... and a claim of a process of this host that is gone is stale at once.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     owner = json.loads(path.read_text())
     path.write_text(json.dumps(dict(owner, pid=int(dead.stdout))))
-    assert sweep.claim_cell(tmp_path, cell) is not None
-    assert [p.name for p in path.parent.iterdir()] == [sweep.CLAIM_FILE]  # no stale leftovers
+    assert claims.claim_cell(tmp_path, cell) is not None
+    assert [p.name for p in path.parent.iterdir()] == [claims.CLAIM_FILE]  # no stale leftovers
 
 
 def test_concurrent_jobs_never_run_the_same_cell(tmp_path, monkeypatch):
@@ -245,14 +243,14 @@ def test_concurrent_jobs_never_run_the_same_cell(tmp_path, monkeypatch):
         return original(cell, stage)
 
     fake._call = slow_call
-    jobs = [threading.Thread(target=sweep.run_sweep, args=(config, tmp_path), kwargs=dict(report=False))
+    jobs = [threading.Thread(target=runner.run_sweep, args=(config, tmp_path), kwargs=dict(report=False))
             for _ in range(2)]
     for job in jobs:
         job.start()
     for job in jobs:
         job.join()
-    stages = ["pretrain", *sweep.probe_stages(config)]
-    expected = sorted((c.name, s) for c in sweep.select_cells(sweep.grid_cells(config), "0-5") for s in stages)
+    stages = ["pretrain", *grid_lib.probe_stages(config)]
+    expected = sorted((c.name, s) for c in selection.select_cells(grid_lib.grid_cells(config), "0-5") for s in stages)
     assert sorted(fake.calls) == expected  # each (cell, stage) exactly once
     assert "6 cells: 6 done" in (tmp_path / "sweep.md").read_text()
     assert not list(tmp_path.glob("cells/*/claim.json")) and not list(tmp_path.glob("**/*.tmp-*"))
@@ -261,11 +259,11 @@ def test_concurrent_jobs_never_run_the_same_cell(tmp_path, monkeypatch):
 def test_sharded_jobs_merge_into_one_status_table(tmp_path, monkeypatch):
     config = grid(cells="0-4")
     fake = FakeStages(monkeypatch)
-    sweep.run_sweep(config, tmp_path, shard=(1, 2), report=False)
+    runner.run_sweep(config, tmp_path, shard=(1, 2), report=False)
     assert sorted({name for name, _ in fake.calls}) == ["cl-p60-d2-w512", "cl-p60-d4-w256"]  # cells 1 and 3
     table = (tmp_path / "sweep.md").read_text()
     assert "5 cells: 2 done, 0 failed, 0 running, 3 pending" in table
-    sweep.run_sweep(config, tmp_path, shard=(0, 2), report=False)
+    runner.run_sweep(config, tmp_path, shard=(0, 2), report=False)
     assert "5 cells: 5 done" in (tmp_path / "sweep.md").read_text()
     dry = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
                           f"--workdir={tmp_path}", "--cells=0-4", "--shard=1/2", "--dry_run", "--nobudget"],
@@ -307,14 +305,14 @@ def real_sweep(tmp_path_factory, compilation_cache):
     config.probe.overrides = ml_collections.ConfigDict(dict(
         bootstrap=10, optim=dict(batch_size=16, eval_batch_size=32, linear_epochs=2, epochs=1)))
     workdir = tmp_path_factory.mktemp("sweep") / "run"
-    return config, workdir, sweep.run_sweep(config, workdir)
+    return config, workdir, runner.run_sweep(config, workdir)
 
 
 def test_real_sweep_runs_every_stage_and_renders_the_report(real_sweep):
     config, workdir, statuses = real_sweep
     assert [s.state(["pretrain", "linear:wide_qrs", "finetune:wide_qrs"]) for s in statuses] == ["done", "done"]
     for s in statuses:
-        assert (sweep.cell_dir(workdir, s.cell) / "pretrain" / "checkpoints").is_dir()
+        assert (status.cell_dir(workdir, s.cell) / "pretrain" / "checkpoints").is_dir()
         assert s.stages["pretrain"]["result"]["reconstruction"] > 0
     runs = read_runs(workdir)
     # Runs carry the grid cell, not the runlocal-shrunk encoder (depth 2, width 64).
@@ -331,6 +329,6 @@ def test_real_sweep_runs_every_stage_and_renders_the_report(real_sweep):
 def test_real_sweep_resumes_without_redoing_finished_cells(real_sweep, monkeypatch):
     config, workdir, _ = real_sweep
     fake = FakeStages(monkeypatch)
-    statuses = sweep.run_sweep(config, workdir)
+    statuses = runner.run_sweep(config, workdir)
     assert fake.calls == [] and all(s.error is None for s in statuses)
     assert len(read_runs(workdir)) == 4

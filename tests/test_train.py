@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from configs import generative, hybrid  # configs/ is on sys.path (pytest.ini)
+from ecgjax.data import resolve
 from ecgjax.errors import UserError
 from ecgjax.train import loop
 import equivalence  # tests/equivalence.py: the tolerance argument
-from fixtures import set_fields
 from ecgjax.train.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,8 @@ def tiny(module, arg="runlocal", **overrides):
     config.train.num_steps = 6
     config.train.checkpoint_every = 3
     config.train.log_every = 1
-    return set_fields(config, overrides)
+    config.update_from_flattened_dict(overrides)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +200,13 @@ def test_interlead_intersegment_terms_and_dual_stream_encoder_train():
 def test_config_differences_name_every_key_that_changes_the_run():
     config = hybrid.get_config("runlocal")
     saved = json.loads(config.to_json_best_effort())
-    changed = set_fields(hybrid.get_config("runlocal"), {
+    changed = hybrid.get_config("runlocal")
+    changed.update_from_flattened_dict({
         "model.encoder.width": 32, "train.log_every": 1, "train.keep_checkpoints": 1,
         "train.checkpoint_every": 5, "train.num_steps": 5000})  # a constant lr ignores num_steps
     assert loop.config_differences(saved, changed) == ["model.encoder.width: saved 64, now 32"]
-    changed = set_fields(hybrid.get_config("runlocal"), {
+    changed = hybrid.get_config("runlocal")
+    changed.update_from_flattened_dict({
         "optim.schedule": "warmup_cosine", "train.num_steps": 5000, "data.num_workers": 2})
     assert loop.config_differences(saved, changed) == [
         "data.num_workers: saved 0, now 2", 'optim.schedule: saved "constant", now "warmup_cosine"',
@@ -215,15 +218,18 @@ def test_config_differences_name_every_key_that_changes_the_run():
 
 def test_check_resumable_refuses_another_config_and_writes_nothing(tmp_path):
     config = hybrid.get_config("runlocal")
-    loop.check_resumable(set_fields(hybrid.get_config("runlocal"), {"model.encoder.width": 32}), str(tmp_path))
+    narrower, logged = hybrid.get_config("runlocal"), hybrid.get_config("runlocal")
+    narrower.update_from_flattened_dict({"model.encoder.width": 32})
+    logged.update_from_flattened_dict({"train.log_every": 1})
+    loop.check_resumable(narrower, str(tmp_path))
     loop.save_config(config, str(tmp_path))
-    loop.check_resumable(set_fields(hybrid.get_config("runlocal"), {"model.encoder.width": 32}), str(tmp_path))
+    loop.check_resumable(narrower, str(tmp_path))
     (tmp_path / "checkpoints" / "250").mkdir(parents=True)  # a saved step: now there is a run to protect
     before = (tmp_path / "config.json").read_text()
-    loop.check_resumable(set_fields(hybrid.get_config("runlocal"), {"train.log_every": 1}), str(tmp_path))
+    loop.check_resumable(logged, str(tmp_path))
     with pytest.raises(UserError, match=r"step 250.*\n  model.encoder.width: saved 64, now 32\n"
                                              r"Use a new --workdir"):
-        loop.check_resumable(set_fields(hybrid.get_config("runlocal"), {"model.encoder.width": 32}), str(tmp_path))
+        loop.check_resumable(narrower, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == before
 
 
@@ -309,7 +315,7 @@ def test_bf16_tracks_fp32_loss_over_200_steps(cache_dir):
                                      "train.bf16": bf16})
         trainer = loop.Trainer(config)
         state = trainer.new_state()
-        batches = iter(loop.make_dataset(config, loop.open_store(config.data)))
+        batches = iter(loop.make_dataset(config, resolve.open_store(config.data)))
         first = next(batches)
         programs[bf16] = trainer.train_step.lower(state, mesh_lib.shard_batch(first, trainer.mesh)).as_text()
         out = []

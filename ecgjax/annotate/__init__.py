@@ -7,5 +7,9 @@ outputs     per-window CSV, WFDB annotation file and PNG plot of the tracks
 run         windowed inference of any `predict_fn` over a recording or a folder of records
 train_heads AF + heart-rate heads on one encoder (an ecgjax.downstream model), heart-rate targets from
             QRS detection (no manual labels)
+training_records  PTB-XL records for the heads: AF, the rhythms mistaken for AF, the rest; leads; beats
+crops       random crops of short records, labelled from the beats inside each crop
+sampling    fresh, augmented single-lead crop batches every training step
+operating_point   AF threshold for a sensitivity (chosen on validation data) and its rates
 apply       load a saved downstream model (annotation heads or a probe's) and annotate records with it
 """

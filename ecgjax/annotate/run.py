@@ -170,12 +170,13 @@ def _reference_af(record_path: str):
 
 def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs: float, model_leads,
                   window_s: float, stride_s: float, batch_size: int = 64, lead=None, af_key: str | None = "af_prob",
-                  qrs_heart_rate: bool = True, qrs_fs: float | None = None, band_hz=None,
-                  plot: bool = True, class_names: dict | None = None) -> dict[str, str]:
+                  af_threshold: float = 0.5, qrs_heart_rate: bool = True, qrs_fs: float | None = None,
+                  band_hz=None, plot: bool = True, class_names: dict | None = None) -> dict[str, str]:
     """Annotates one WFDB record or every record of a folder; writes per record into `output_dir`:
     <name>.csv (tracks), <name>.ecgjax (WFDB annotations, `wfdb.rdann(output_dir/<name>, 'ecgjax')`)
     and <name>.png (plot, with the reference AF episodes of a <name>.atr beside the record, and
-    `class_names` {track: names of its columns} in the legends).
+    `class_names` {track: names of its columns} in the legends). The WFDB file's '(AFIB' episodes
+    are the windows with tracks[af_key] >= af_threshold.
 
     Records are read as ingest reads them (`read_wfdb_recording`: sampling rate, units to mV,
     length and checksums checked), keeping any length, lead set and missing samples (NaN). Bad
@@ -193,7 +194,8 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
                                         qrs_heart_rate=qrs_heart_rate, qrs_fs=qrs_fs, band_hz=band_hz,
                                         source=record.path)
             outputs.write_csv(tracks, os.path.join(output_dir, f"{name}.csv"))
-            outputs.write_wfdb_annotations(tracks, name, output_dir, record.fs, af_key=af_key)
+            outputs.write_wfdb_annotations(tracks, name, output_dir, record.fs, af_key=af_key,
+                                           threshold=af_threshold)
             if plot:
                 outputs.plot_tracks(tracks, record.signal, record.fs, os.path.join(output_dir, f"{name}.png"),
                                     lead_names=record.lead_names, title=name, class_names=class_names,

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 
 from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, NOISE, auto_label_heart_rate
+from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import filter_signal
 from ecgjax.data.preprocess import resample
 from ecgjax.downstream.heads import Head
@@ -28,11 +30,14 @@ from ecgjax.downstream.step import Optimizer, train_step
 
 # Output tracks: AF probability, 4 heart-rate class probabilities, heart rate in bpm.
 AF_KEY, HR_CLASS_KEY, HR_BPM_KEY = "af_prob", "hr_class_prob", "heart_rate"
-BPM_SCALE = 100.0  # the bpm head predicts bpm / 100, so its loss is on the scale of the others
-# Losses: BCE (AF), cross-entropy (HR class), Huber on bpm / 100.
+# The bpm head predicts (bpm - 80) / 30, so its loss is on the scale of the others.
+BPM_SCALE = (80.0, 30.0)
+# Losses: BCE (AF), cross-entropy (HR class), Huber on the scaled bpm: quadratic within 6 bpm,
+# linear beyond, so a crop whose detector label is off by a missed beat cannot dominate a batch.
 HEADS = (Head("af", "binary", output_key=AF_KEY),
          Head("hr_class", "multiclass", HEART_RATE_CLASSES, output_key=HR_CLASS_KEY),
-         Head("hr_bpm", "regression", output_key=HR_BPM_KEY, scale=(0.0, BPM_SCALE), huber_delta=0.2))
+         Head("hr_bpm", "regression", output_key=HR_BPM_KEY, scale=BPM_SCALE, huber_delta=0.2))
+AF_SENSITIVITY = 0.9  # the AF track's operating point is chosen on validation data for this sensitivity
 
 
 def annotation_model(encoder_config: dict, *, fs: float, leads, window_s: float, band_hz=(0.5, 40.0),
@@ -128,15 +133,34 @@ def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.roll(x, shift, axis=1) * scale + rng.normal(0, 0.02, x.shape).astype(np.float32)
 
 
-def train_heads(train: HeadData, val: HeadData | None, *, encoder_config: dict, fs: float, leads,
-                window_s: float, band_hz=(0.5, 40.0), encoder_variables=None, steps: int = 600,
+BatchSampler = Callable[[np.random.Generator, int], HeadData]
+
+
+def fixed_window_sampler(data: HeadData, af_pos_fraction: float = 0.3) -> BatchSampler:
+    """Batches of fixed, already labelled windows (whole short records), `af_pos_fraction` of them
+    AF-positive, augmented by gain, noise and a circular shift (a crop sampler is
+    annotate.sampling.CropSampler)."""
+    positives, others = np.flatnonzero(data.af == 1), np.flatnonzero(data.af != 1)
+
+    def sample(rng: np.random.Generator, batch_size: int) -> HeadData:
+        num_pos = int(round(af_pos_fraction * batch_size)) if positives.size else 0
+        batch = data.subset(np.concatenate([rng.choice(positives, num_pos), rng.choice(others, batch_size - num_pos)]))
+        return dataclasses.replace(batch, windows=_augment(batch.windows, rng))
+    return sample
+
+
+def train_heads(train: HeadData | BatchSampler, val: HeadData | None, *, encoder_config: dict, fs: float,
+                leads, window_s: float, band_hz=(0.5, 40.0), encoder_variables=None, steps: int = 600,
                 batch_size: int = 64, learning_rate: float = 2e-3, weight_decay: float = 1e-4,
                 af_pos_fraction: float = 0.3, seed: int = 0, log_every: int = 100, log=print) -> TrainedModel:
-    """Fine-tunes encoder + three heads on `train` (AdamW, cosine decay); returns the trained model.
+    """Fine-tunes encoder + three heads (AdamW, cosine decay); returns the trained model.
 
+    train: a sampler `(rng, batch_size) -> HeadData` drawing fresh windows [batch_size, window_s * fs,
+      len(leads)] every step (sampling.CropSampler), or fixed windows (HeadData, sampled by
+      fixed_window_sampler with `af_pos_fraction` AF-positive windows per batch).
     encoder_variables: optional pretrained {'params', 'batch_stats'} of the encoder (else random init).
-    af_pos_fraction: batches hold this share of AF-positive windows (AF is ~7 % of PTB-XL).
-    The history records the losses every `log_every` steps and, with `val`, its losses at the end.
+    The history records the losses every `log_every` steps and, with `val`, its scores at the end
+    (evaluate_heads, including the AF threshold for AF_SENSITIVITY on `val`).
     """
     rng = np.random.default_rng(seed)
     model = annotation_model(encoder_config, fs=fs, leads=leads, window_s=window_s, band_hz=band_hz,
@@ -147,15 +171,12 @@ def train_heads(train: HeadData, val: HeadData | None, *, encoder_config: dict, 
     opt_state = tx.init(params)
     key = jax.random.PRNGKey(seed)
 
-    positives = np.flatnonzero(train.af == 1)
-    others = np.flatnonzero(train.af != 1)
-    num_pos = int(round(af_pos_fraction * batch_size)) if positives.size else 0
+    sample = fixed_window_sampler(train, af_pos_fraction) if isinstance(train, HeadData) else train
     began, running = time.perf_counter(), []
     for i in range(steps):
-        index = np.concatenate([rng.choice(positives, num_pos), rng.choice(others, batch_size - num_pos)])
-        batch = train.subset(index)
+        batch = sample(rng, batch_size)
         key, sub = jax.random.split(key)
-        params, batch_stats, opt_state, losses = step(params, batch_stats, opt_state, _augment(batch.windows, rng),
+        params, batch_stats, opt_state, losses = step(params, batch_stats, opt_state, batch.windows,
                                                       batch.targets(), sub)
         running.append({k: float(v) for k, v in losses.items()})
         if (i + 1) % log_every == 0 or i + 1 == steps:
@@ -171,7 +192,8 @@ def train_heads(train: HeadData, val: HeadData | None, *, encoder_config: dict, 
 
 
 def evaluate_heads(model: TrainedModel, data: HeadData) -> dict[str, float]:
-    """AF AUROC, heart-rate class accuracy and bpm MAE of `model` on labelled windows."""
+    """AF AUROC, heart-rate class accuracy and bpm MAE of `model` on labelled windows, and the AF
+    threshold giving AF_SENSITIVITY on them ('af_threshold') with the specificity it gives."""
     from sklearn.metrics import roc_auc_score  # only needed here
 
     pred = model.predict(data.windows)
@@ -179,6 +201,9 @@ def evaluate_heads(model: TrainedModel, data: HeadData) -> dict[str, float]:
     known = np.isfinite(data.af)
     if known.any() and len(np.unique(data.af[known])) == 2:
         result["af_auroc"] = float(roc_auc_score(data.af[known], pred[AF_KEY][known]))
+        result["af_threshold"] = threshold_at_sensitivity(data.af[known], pred[AF_KEY][known], AF_SENSITIVITY)
+        rates = rates_at_threshold(data.af[known], pred[AF_KEY][known], result["af_threshold"])
+        result.update(af_sensitivity=rates["sensitivity"], af_specificity=rates["specificity"])
     known = data.hr_class >= 0
     if known.any():
         result["hr_class_accuracy"] = float(np.mean(pred[HR_CLASS_KEY][known].argmax(1) == data.hr_class[known]))

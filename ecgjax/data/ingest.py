@@ -2,7 +2,7 @@
 
     python -m ecgjax.data.ingest --source=ptbxl --input=/work/shared/data/ptbxl --output=/tmp/ptbxl_store
     python -m ecgjax.data.ingest --source=cinc2017 --input=/data/training2017 --output=/tmp/cinc_store
-    python -m ecgjax.data.ingest --source=synthetic --input='patients=200,records=4,seed=0' --output=/tmp/syn
+    python -m ecgjax.data.ingest --source=synthetic --input='patients=400,records=4,seed=0' --output=/tmp/syn
 
 Each worker process reads, validates and preprocesses the records of whole shards and writes each
 shard under a temporary name, renamed into place with a COMPLETE marker (`store.write_shard`).
@@ -29,16 +29,22 @@ import multiprocessing
 import os
 import pathlib
 import time
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import tqdm
 
+from ecgjax import cli
 from ecgjax.data import store as store_lib
-from ecgjax.data.cinc import CINC2017_SPLIT
+from ecgjax.data.cinc import CINC2017_SPLIT, cinc2017_items, read_cinc2017_record
 from ecgjax.data.errors import ECGInputError
+from ecgjax.data.preprocess import preprocess_record
+from ecgjax.data.readers import PTBXL_SUPERCLASSES, load_ptbxl_table, ptbxl_metadata, read_code15, read_wfdb
 from ecgjax.data.splits import SPLITS, SplitConfig, assign_splits, format_folds, parse_folds, resolve_folds
+from ecgjax.data.synthetic import DEFAULT_NUM_PATIENTS, generate_patient_records
+from ecgjax.data.workers import pool_initializer
 from ecgjax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,14 +55,15 @@ LAYOUTS = {"wfdb": "a folder of WFDB records (*.hea + signal files), a RECORDS l
            "ptbxl": "the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/)",
            "code15": "the CODE-15% folder (exams.csv, exams_part*.hdf5)",
            "cinc2017": "the PhysioNet/CinC 2017 folder (REFERENCE.csv, A*.hea + .mat)"}
-PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 # Metadata keys holding a list of labels per record, expanded into one 0/1 column per label.
 LABEL_LIST_KEYS = ("superclasses", "conditions")
 CORE_COLUMNS = ("record_id", "patient_id", "patient_index", "source", "original_fs", "num_samples",
                 "split", "shard", "path")
 # Failures of the underlying file libraries (wfdb, soundfile, h5py) on a corrupt file: rejected, not fatal.
 REJECTABLE = (ECGInputError, OSError, ValueError, EOFError)
-DEFAULT_SYNTHETIC_SPEC = "patients=200,records=4,seed=0"
+# --input of the synthetic source: spec keys -> `generate_patient_records` arguments.
+SYNTHETIC_KEYS = {"patients": "num_patients", "records": "records_per_patient", "seed": "seed", "fs": "fs",
+                  "duration_s": "duration_s"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,10 +71,9 @@ DEFAULT_SYNTHETIC_SPEC = "patients=200,records=4,seed=0"
 # ---------------------------------------------------------------------------------------------
 
 def parse_synthetic_spec(spec: str | None) -> dict[str, Any]:
-    """'patients=200,records=4,seed=0' -> generate_cohort kwargs (missing keys take defaults)."""
-    names = {"patients": "num_patients", "records": "records_per_patient"}
-    known = ("patients", "records", "seed", "fs", "duration_s")
-    kwargs: dict[str, Any] = {"num_patients": 200, "records_per_patient": 4, "seed": 0}
+    """'patients=400,records=4,seed=0' (the command line's --input) -> generate_cohort kwargs
+    (missing keys take defaults)."""
+    kwargs: dict[str, Any] = {"num_patients": DEFAULT_NUM_PATIENTS, "records_per_patient": 4, "seed": 0}
     if spec:
         for part in filter(None, spec.split(",")):
             key, _, value = (s.strip() for s in part.partition("="))
@@ -75,16 +81,28 @@ def parse_synthetic_spec(spec: str | None) -> dict[str, Any]:
                 number = float(value)
             except ValueError:
                 number = None
-            if key not in known or number is None:
+            if key not in SYNTHETIC_KEYS or number is None:
                 raise UserError(f"--input={spec}: bad synthetic spec part {part!r}; expected KEY=NUMBER "
-                                f"with KEY in {', '.join(known)}, e.g. 'patients=200,records=4,seed=0'")
-            kwargs[names.get(key, key)] = int(number) if number.is_integer() else number
+                                f"with KEY in {', '.join(SYNTHETIC_KEYS)}, e.g. 'patients=400,records=4,seed=0'")
+            kwargs[SYNTHETIC_KEYS[key]] = int(number) if number.is_integer() else number
     return kwargs
 
 
-def _ptbxl_items(root: pathlib.Path, sampling_rate: int) -> list[dict]:
-    from ecgjax.data.readers import load_ptbxl_table, ptbxl_metadata
+def synthetic_cohort(input) -> dict[str, Any]:
+    """The synthetic source's `input` as generate_cohort kwargs: a spec string (the command line's)
+    is parsed, kwargs are taken as they are."""
+    return dict(input) if isinstance(input, Mapping) else parse_synthetic_spec(input)
 
+
+def format_synthetic_spec(cohort: Mapping[str, Any]) -> str:
+    """generate_cohort kwargs -> 'patients=400,records=4,seed=0': how a synthetic store records its input."""
+    def text(value) -> str:
+        return str(value) if isinstance(value, int) else f"{value:g}"  # no '1e+06' patients
+
+    return ",".join(f"{key}={text(cohort[name])}" for key, name in SYNTHETIC_KEYS.items() if name in cohort)
+
+
+def _ptbxl_items(root: pathlib.Path, sampling_rate: int) -> list[dict]:
     return [{"kind": "ptbxl", "path": str(root / row["filename"]), "record_id": str(row["ecg_id"]),
              "patient_id": row["patient_id"], "metadata": _jsonable(ptbxl_metadata(row))}
             for row in load_ptbxl_table(root, sampling_rate).to_dict("records")]
@@ -103,37 +121,28 @@ def _wfdb_items(root: pathlib.Path) -> list[dict]:
 
 
 def _cinc2017_items(root: pathlib.Path) -> list[dict]:
-    from ecgjax.data.cinc import cinc2017_items
-
     return [{"kind": "cinc2017", **item} for item in cinc2017_items(root)]
 
 
-def _synthetic_items(spec: str | None) -> list[dict]:
+def _synthetic_items(cohort: Mapping[str, Any]) -> list[dict]:
     """One item per patient: `generate_patient_records` is deterministic per (seed, patient), so
-    workers generate their own shards and the result equals `generate_cohort` with the same spec."""
-    kwargs = parse_synthetic_spec(spec)
-    per_patient = {k: v for k, v in kwargs.items() if k != "num_patients"}
-    return [{"kind": "synthetic", "patient_index": i, **per_patient} for i in range(kwargs["num_patients"])]
+    workers generate their own shards and the result equals `generate_cohort(**cohort)`."""
+    per_patient = {k: v for k, v in cohort.items() if k != "num_patients"}
+    return [{"kind": "synthetic", "patient_index": i, **per_patient} for i in range(cohort["num_patients"])]
 
 
 def _load_records(item) -> list:
     """The ECGRecords of one planned item (records themselves pass through); preprocess validates."""
-    from ecgjax.data.readers import read_wfdb
-
     if not isinstance(item, dict):
         return [item]
     kind = item["kind"]
     if kind == "synthetic":
-        from ecgjax.data.synthetic import generate_patient_records
-
         kwargs = {k: v for k, v in item.items() if k != "kind"}
         return generate_patient_records(**kwargs)
     # A flat lead (electrode off) is masked as absent rather than losing the whole record.
     if kind == "wfdb":
         return [read_wfdb(item["path"], allow_flat_leads=True)]
     if kind == "cinc2017":
-        from ecgjax.data.cinc import read_cinc2017_record
-
         return [read_cinc2017_record(item["path"], item["record_id"], item["label"])]
     record = read_wfdb(item["path"], patient_id=item["patient_id"], source="ptbxl", metadata=item["metadata"],
                        allow_flat_leads=True)
@@ -165,15 +174,13 @@ def _check_input(source: str, input_path) -> None:
 def _plan(source: str, input_path, sampling_rate: int) -> tuple[Iterator, list | None]:
     """(iterator over items, the items as a list, or None for a streamed source)."""
     if source == "code15":
-        from ecgjax.data.readers import read_code15
-
         records = read_code15(input_path)  # streamed: only in-flight shards are held in memory
         first = next(records, None)  # a wrong folder fails here, before the store is begun
         if first is None:
             raise ECGInputError(input_path, f"no code15 records found; --input must be {LAYOUTS[source]}")
         return itertools.chain([first], records), None
     if source == "synthetic":
-        items = _synthetic_items(input_path)
+        items = _synthetic_items(synthetic_cohort(input_path))
     else:
         root = pathlib.Path(input_path)
         planners = {"ptbxl": lambda: _ptbxl_items(root, sampling_rate), "wfdb": lambda: _wfdb_items(root),
@@ -211,8 +218,6 @@ def _patient_str(value) -> str:
 
 def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> dict:
     """Reads, validates, preprocesses and writes one shard. Returns counts for the progress bar."""
-    from ecgjax.data.preprocess import preprocess_record
-
     signals, masks, rows, rejected = [], [], [], []
     for item in items:
         record_id, path = _item_name(item)
@@ -293,7 +298,7 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
     Args:
       source: 'wfdb' (folder of WFDB records / RECORDS file), 'ptbxl' (PTB-XL root),
         'code15' (CODE-15 root), 'cinc2017' (PhysioNet/CinC 2017 folder), 'synthetic' (`input` is
-        a spec 'patients=200,records=4,seed=0').
+        generate_cohort kwargs, or a spec 'patients=400,records=4,seed=0'; missing ones take defaults).
       workers: processes; 0 runs in this process; None uses all cores.
       shard_size: items per shard (records; patients for synthetic); each worker writes whole shards.
       split: patient-level split; default `default_split(source)`.
@@ -320,7 +325,8 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
     if split.method == "folds" and planned is not None:  # fail (or pick folds) before the long part
         split, folds_note = resolve_folds(split, [item["metadata"].get("strat_fold") for item in planned],
                                           auto=auto_folds, where=input)
-    spec = {"source": source, "input": str(input), "target_fs": float(target_fs),
+    recorded_input = format_synthetic_spec(synthetic_cohort(input)) if source == "synthetic" else str(input)
+    spec = {"source": source, "input": recorded_input, "target_fs": float(target_fs),
             "shard_size": int(shard_size), "sampling_rate": int(sampling_rate)}
     _check_spec(output, spec)
     done_shards: list[int] = []
@@ -340,8 +346,6 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
             redone.append(shard)
             finished(ingest_shard(str(output), shard, chunk, target_fs))
     else:
-        from ecgjax.data.workers import pool_initializer
-
         context = multiprocessing.get_context("spawn")  # safe with jax/threads in the parent
         initializer, initargs = pool_initializer()  # workers die with this process, even on kill -9
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
@@ -500,19 +504,20 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def build_synthetic_store(output_dir, num_patients: int = 200, records_per_patient: int = 4, seed: int = 0,
-                          *, workers: int = 0, shard_size: int = 1000, target_fs: float = 250.0,
-                          progress: bool = False) -> "store_lib.ECGStore":
-    """The embedded synthetic cohort as an ECGStore; reused if `output_dir` already holds the same spec."""
+def build_synthetic_store(output_dir, num_patients: int = DEFAULT_NUM_PATIENTS, records_per_patient: int = 4,
+                          seed: int = 0, *, workers: int = 0, shard_size: int = 1000, target_fs: float = 250.0,
+                          progress: bool = False) -> store_lib.ECGStore:
+    """The embedded synthetic cohort as an ECGStore; reused if `output_dir` already holds the same cohort."""
     output_dir = pathlib.Path(output_dir)
-    spec = f"patients={num_patients},records={records_per_patient},seed={seed}"
+    cohort = {"num_patients": num_patients, "records_per_patient": records_per_patient, "seed": seed}
     config_path = output_dir / "store.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())["ingest"]
-        if (previous["input"], previous["target_fs"], previous["shard_size"]) == (spec, float(target_fs), shard_size):
+        if ((previous["input"], previous["target_fs"], previous["shard_size"])
+                == (format_synthetic_spec(cohort), float(target_fs), shard_size)):
             return store_lib.ECGStore(output_dir)
         raise UserError(f"{output_dir} holds another store ({previous}); choose another directory")
-    ingest("synthetic", spec, output_dir, target_fs=target_fs, workers=workers, shard_size=shard_size,
+    ingest("synthetic", cohort, output_dir, target_fs=target_fs, workers=workers, shard_size=shard_size,
            progress=progress)
     return store_lib.ECGStore(output_dir)
 
@@ -548,8 +553,7 @@ def main(argv):
         raise UserError(f"unexpected arguments {argv[1:]}: every setting is a --flag=value")
     f = flags.FLAGS
     split, auto_folds = split_from_flags(f)
-    spec = f.input if f.source != "synthetic" else (f.input or DEFAULT_SYNTHETIC_SPEC)
-    summary = ingest(f.source, spec, f.output, target_fs=f.target_fs, workers=f.workers,
+    summary = ingest(f.source, f.input, f.output, target_fs=f.target_fs, workers=f.workers,
                      shard_size=f.shard_size, split=split, sampling_rate=f.sampling_rate, auto_folds=auto_folds)
     print(format_summary(summary))
 
@@ -558,7 +562,8 @@ def _define_flags():
     from absl import flags
 
     flags.DEFINE_enum("source", None, list(SOURCES), "Corpus format.")
-    flags.DEFINE_string("input", None, "Corpus path (synthetic: spec 'patients=200,records=4,seed=0').")
+    flags.DEFINE_string("input", None, "Corpus path (synthetic: spec 'patients=400,records=4,seed=0', "
+                        "the default).")
     flags.DEFINE_string("output", None, "Store directory to create or resume.")
     flags.DEFINE_float("target_fs", 250.0, "Sampling rate of the store, Hz.")
     flags.DEFINE_integer("workers", os.cpu_count(), "Worker processes (0: in this process).")
@@ -580,7 +585,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from ecgjax import cli
-
     _define_flags()
     cli.run(main)

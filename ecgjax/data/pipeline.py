@@ -1,4 +1,4 @@
-"""Grain input pipelines over an ECGStore: pretraining views and fixed evaluation windows.
+"""Grain input pipelines over an ECGStore: the pretraining views.
 
 Pretraining (telemetry paper, §4.1): the source is indexed by *patient*, so an epoch draws one
 random segment per patient; patients with many records are not over-weighted. Patients are
@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 
 import grain
 import numpy as np
-import pandas as pd
 
 from ecgjax.data.store import ECGStore
+from ecgjax.data.workers import GrainWorkerInit
 from ecgjax.errors import UserError
 
 VIEWS = ("segment", "segment_aug", "patient_segment", "cpc")
@@ -195,8 +195,6 @@ def _prefetch(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grai
 
     if not flags.FLAGS.is_parsed():  # Grain workers read absl flags; outside absl.app.run use defaults
         flags.FLAGS.mark_as_parsed()
-    from ecgjax.data.workers import GrainWorkerInit
-
     # Workers end with this process, even on kill -9 (they would block on a full queue forever).
     return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                        per_worker_buffer_size=buffer_size),
@@ -257,91 +255,3 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
         ds = ds[:epoch_batches * batch_size]
     ds = ds.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder).random_map(views_fn)
     return _prefetch(ds.to_iter_dataset(_read_options(prefetch_batches)), num_workers, worker_buffer_size)
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation: fixed, deterministic windows.
-# ---------------------------------------------------------------------------------------------
-
-def eval_windows(store: ECGStore, split: str | None, window_s: float = 10.0,
-                 stride_s: float | None = None) -> np.ndarray:
-    """[num_windows, 2] int64 (record index, start sample): every record of the split cut into
-    windows of window_s every stride_s (default: non-overlapping); records shorter than one window
-    give one window at 0 (zero-padded when read)."""
-    window = int(round(window_s * store.fs))
-    stride = int(round((stride_s or window_s) * store.fs))
-    records = store.split_indices(split) if split is not None else np.arange(len(store))
-    pairs = []
-    for record in records:
-        length = int(store.lengths[record])
-        starts = np.arange(0, max(length - window, 0) + 1, stride)
-        pairs.append(np.stack([np.full(len(starts), record), starts], axis=1))
-    return np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
-
-
-class _ReadWindow:
-    def __init__(self, store: ECGStore, window: int, label_columns: Sequence[str]):
-        self.store = store
-        self.window = window
-        self.labels = (store.metadata[list(label_columns)].to_numpy(np.float32) if label_columns
-                       else np.zeros((len(store), 0), np.float32))
-        self.patient = store.metadata["patient_index"].to_numpy(np.int32)
-
-    def __call__(self, pair) -> dict:
-        record, start = int(pair[0]), int(pair[1])
-        length = min(self.window, int(self.store.lengths[record]) - start)
-        segment = np.zeros((self.window, 12), np.float32)
-        segment[:length] = self.store.read(record, start, length)
-        return {"segment": segment, "lead_mask": self.store.lead_mask(record).astype(np.float32),
-                "record_index": np.int32(record), "patient": self.patient[record],
-                "start": np.int32(start), "labels": self.labels[record]}
-
-
-def make_eval_dataset(store: ECGStore, split: str | None, *, window_s: float = 10.0,
-                      stride_s: float | None = None, batch_size: int = 256,
-                      label_columns: Sequence[str] | None = None, num_workers: int = 0) -> grain.IterDataset:
-    """Batches of fixed windows (no randomness, every window once, last batch may be smaller).
-
-    Keys: 'segment' [B, T, 12] f32, 'lead_mask' [B, 12] f32, 'record_index' [B] int32,
-    'patient' [B] int32, 'start' [B] int32 (sample), 'labels' [B, num_labels] f32
-    (label_columns, default the store's label columns).
-    """
-    label_columns = store.label_columns() if label_columns is None else list(label_columns)
-    pairs = eval_windows(store, split, window_s, stride_s)
-    ds = (grain.MapDataset.source(pairs)
-          .map(_ReadWindow(store, int(round(window_s * store.fs)), label_columns))
-          .batch(batch_size))
-    return _prefetch(ds.to_iter_dataset(_read_options(4)), num_workers, 2)
-
-
-@dataclasses.dataclass
-class SplitArrays:
-    """One window per record of a split, in memory, for small-scale probing."""
-
-    signals: np.ndarray        # [N, T, 12] float32 mV
-    lead_mask: np.ndarray      # [N, 12] bool
-    labels: np.ndarray         # [N, num_labels] float32
-    label_names: list[str]
-    patient: np.ndarray        # [N] int32 patient_index
-    record_index: np.ndarray   # [N] int64 store index
-    metadata: pd.DataFrame     # the N metadata rows
-
-
-def load_split_arrays(store: ECGStore, split: str | None, *, window_s: float = 10.0, offset_s: float = 0.0,
-                      label_columns: Sequence[str] | None = None, max_records: int | None = None) -> SplitArrays:
-    """The window [offset_s, offset_s + window_s) of every record in `split` (zero-padded if short)."""
-    label_columns = store.label_columns() if label_columns is None else list(label_columns)
-    records = store.split_indices(split) if split is not None else np.arange(len(store))
-    if max_records is not None:
-        records = records[:max_records]
-    window, offset = int(round(window_s * store.fs)), int(round(offset_s * store.fs))
-    reader = _ReadWindow(store, window, label_columns)
-    signals = np.zeros((len(records), window, 12), np.float32)
-    for row, record in enumerate(records):
-        start = min(offset, max(int(store.lengths[record]) - window, 0))
-        signals[row] = reader((record, start))["segment"]
-    metadata = store.metadata.iloc[records].reset_index(drop=True)
-    return SplitArrays(signals=signals, lead_mask=np.stack([store.lead_mask(r) for r in records]).astype(bool)
-                       if len(records) else np.zeros((0, 12), bool),
-                       labels=reader.labels[records], label_names=label_columns,
-                       patient=reader.patient[records], record_index=records.astype(np.int64), metadata=metadata)

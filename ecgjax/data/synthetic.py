@@ -25,6 +25,8 @@ from ecgjax.data.record import ECGRecord
 from ecgjax.data.vcg import DOWER_8, rotation_matrix, twelve_from_independent
 
 CONDITIONS: tuple[str, ...] = ("wide_qrs", "st_elevation", "t_inversion", "high_voltage", "afib")
+# The default cohort size, wherever a cohort is made without one (ingest's --input, configs).
+DEFAULT_NUM_PATIENTS = 400
 
 # Nominal waves: (name, centre relative to the R peak in s, width sigma in s, amplitude mV, direction X,Y,Z).
 # Directions follow the Frank convention (X left, Y inferior, Z posterior): QRS points left, inferior
@@ -204,7 +206,7 @@ def generate_patient_records(patient_index: int, records_per_patient: int = 4, f
     return records
 
 
-def generate_cohort(num_patients: int = 400, records_per_patient: int = 4, fs: float = 250.0,
+def generate_cohort(num_patients: int = DEFAULT_NUM_PATIENTS, records_per_patient: int = 4, fs: float = 250.0,
                     duration_s: float = 10.0, seed: int = 0) -> list[ECGRecord]:
     """A synthetic cohort: num_patients * records_per_patient records of [duration_s * fs, 12] mV.
 

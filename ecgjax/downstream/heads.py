@@ -29,6 +29,8 @@ class Head:
       [N] prediction per output name (the classes, or the head's name).
     scale: (mean, std) of a regression target: the head learns (y - mean) / std.
     huber_delta: regression loss, Huber with this delta on the scaled target; None: squared error.
+    class_weights: multiclass loss weight of each class (empty: all 1), e.g. `balanced_weights`
+      for imbalanced classes: the loss is the weighted mean over the rows.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Head:
     output_key: str = ""
     scale: tuple[float, float] = (0.0, 1.0)
     huber_delta: float | None = None
+    class_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.kind not in TASK_TYPES:
@@ -45,6 +48,9 @@ class Head:
             raise ValueError(f"{self.kind} head {self.name!r} needs class names")
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))
+        if self.class_weights and (self.kind != "multiclass" or len(self.class_weights) != len(self.classes)):
+            raise ValueError(f"head {self.name!r}: class_weights need a multiclass head, one per class")
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -64,7 +70,8 @@ class Head:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Head":
-        return cls(**{**d, "classes": tuple(d.get("classes", ())), "scale": tuple(d.get("scale", (0.0, 1.0)))})
+        return cls(**{**d, "classes": tuple(d.get("classes", ())), "scale": tuple(d.get("scale", (0.0, 1.0))),
+                      "class_weights": tuple(d.get("class_weights", ()))})
 
 
 def head_outputs(heads: Sequence[Head]) -> tuple[tuple[str, int], ...]:
@@ -72,8 +79,19 @@ def head_outputs(heads: Sequence[Head]) -> tuple[tuple[str, int], ...]:
     return tuple((head.name, head.num_outputs) for head in heads)
 
 
-def _masked_mean(values, known):
-    return jnp.sum(jnp.where(known, values, 0.0)) / jnp.maximum(jnp.sum(known), 1.0)
+def _masked_mean(values, known, weights=1.0):
+    weights = jnp.where(known, weights, 0.0)
+    return jnp.sum(jnp.where(known, values, 0.0) * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
+def balanced_weights(y: np.ndarray, num_classes: int) -> tuple[float, ...]:
+    """Multiclass weights n / (K * n_c) (sklearn's 'balanced'; an absent class gets 1), so every class
+    weighs the same in the loss however rare it is."""
+    counts = np.bincount(np.asarray(y, np.int64)[np.asarray(y) >= 0], minlength=num_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return tuple(float(w) for w in weights)
 
 
 def head_loss(head: Head, logits, y):
@@ -83,8 +101,9 @@ def head_loss(head: Head, logits, y):
     (NaN: no target); multiclass [B] int class index (-1: no target).
     """
     if head.kind == "multiclass":
-        known = y >= 0
-        return _masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0)), known)
+        known, y = y >= 0, jnp.maximum(y, 0)
+        weights = jnp.asarray(head.class_weights)[y] if head.class_weights else 1.0
+        return _masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), known, weights)
     known = jnp.isfinite(y)
     y = jnp.where(known, y, 0.0)
     if head.kind == "binary":

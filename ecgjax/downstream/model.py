@@ -2,6 +2,7 @@
 
     model.predict(windows)        # windows [N, window_s * fs, len(leads)] f32 mV at model.fs
                                   # -> {prediction key: [N] or [N, K]}
+    model.record_scores(x, lengths)   # whole records [N, T, leads]: sliding windows, aggregated
     model.save("models/af")       # classifier.json + variables.msgpack
     model = load_model("models/af")
 
@@ -21,7 +22,7 @@ import numpy as np
 from flax import serialization
 
 from ecgjax.data.errors import ECGInputError
-from ecgjax.downstream import network
+from ecgjax.downstream import network, windows as windows_lib
 from ecgjax.downstream.batches import batched_apply
 from ecgjax.downstream.heads import Head, head_scores, named_predictions
 
@@ -90,6 +91,28 @@ class TrainedModel:
         """{head name: scores in target units} (heads.head_scores), for metrics."""
         logits = self.logits(windows)
         return {head.name: head_scores(head, logits[head.name]) for head in self.heads}
+
+    def window_logits(self, x, lengths=None, stride_s: float | None = None):
+        """Sliding windows of records x [N, T, leads] (lengths [N] samples of signal; None: all T),
+        `stride_s` apart (default half a window) -> ({head name: [M, k] logits}, owner [M])."""
+        x = self._windows(x)
+        lengths = np.full(len(x), x.shape[1]) if lengths is None else np.asarray(lengths, np.int64)
+        window = int(round(self.window_s * self.fs))
+        stride = max(int(round((stride_s or self.window_s / 2) * self.fs)), 1)
+        owner, starts = windows_lib.sliding_windows(lengths, window, stride)
+        cut = lambda first, stop: windows_lib.cut_windows(  # noqa: E731
+            x, owner[first:stop], starts[first:stop], window, lengths)
+        logits = batched_apply(lambda chunk: self._logits(self.variables, chunk), cut,
+                               min(self.batch_size, owner.size), num=owner.size)
+        return logits, owner
+
+    def record_scores(self, x, lengths=None, *, stride_s: float | None = None,
+                      aggregation: str = "mean") -> dict[str, np.ndarray]:
+        """{head name: per-record scores}: the scores (heads.head_scores) of the sliding windows of
+        each record (window_logits), aggregated by 'mean' or 'max' (rhythm events)."""
+        logits, owner = self.window_logits(x, lengths, stride_s)
+        return {head.name: windows_lib.aggregate(head_scores(head, logits[head.name]), owner, len(x), aggregation)
+                for head in self.heads}
 
     def predict(self, windows) -> dict[str, np.ndarray]:
         """{prediction key: [N] or [N, K]}: probabilities (sigmoid, softmax) or values (regression)."""

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 
 import ml_collections
 import numpy as np
 
-from ecgjax.data.store import ECGStore
+from ecgjax.data import resolve
 from ecgjax.downstream.model import load_model
 from ecgjax.downstream.network import adapt_encoder, encoder_features
 from ecgjax.errors import UserError
 from ecgjax.eval import diagnostics, folds as folds_lib, probe, risk, tasks
 from ecgjax.eval.task_data import TaskArrays, load_task_arrays
+from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
 
@@ -41,15 +41,10 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
 
     folds: {'train': '1-7', 'val': '8', 'test': '9'} PTB-XL folds, or None for the store's split.
     """
-    from ecgjax.train import loop
-
     run_dir = loop.resolve_run_dir(checkpoint, "--checkpoint")
     source = probe.load_encoder(ml_collections.ConfigDict(dict(
         checkpoint=run_dir, init="pretrained", encoder_config="")))
-    if store:
-        data_store = ECGStore(os.path.expanduser(store))
-    else:
-        data_store = loop.open_store(source.pretrain_config.data)
+    data_store = resolve.open_store(source.pretrain_config.data, store=store)
     try:
         task = tasks.get_task(task_spec, data_store.metadata.columns)
     except UserError:

@@ -3,9 +3,11 @@
     runs = run_probe(config, output_dir)      # config: configs/probe.py
 
 For each seed: the training split is thinned at patient level (protocols: data fraction, case
-ratio; validation and test untouched), a model is trained (classifier.train_classifier),
-test metrics (metrics.compute_metrics) and patient-level bootstrap CIs are computed, and one run
-JSON is written (runs.write_run_json). The mean ± std over seeds goes to
+ratio; validation and test untouched), a model is trained on random window crops
+(classifier.train_classifier, config.protocol), every test record is scored by aggregating its
+sliding windows, test metrics (metrics.compute_metrics) and patient-level bootstrap CIs are
+computed, F1 is also reported with per-class thresholds chosen on the validation records
+(thresholds.tuned_metrics), and one run JSON is written (runs.write_run_json). The mean ± std over seeds goes to
 output_dir/summary_<task>_<mode>.json.
 
 Report modes: pretrained + linear -> 'linear'; pretrained + finetune -> 'finetune';
@@ -22,17 +24,20 @@ import logging
 import os
 import pathlib
 import time
+import warnings
 
 import ml_collections
 import numpy as np
 
+from ecgjax.data import resolve
 from ecgjax.data.store import ECGStore
 from ecgjax.downstream.network import adapt_encoder
 from ecgjax.errors import UserError
-from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib
+from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib, thresholds
 from ecgjax.eval.classifier import train_classifier
 from ecgjax.eval.task_data import TaskArrays, load_task_arrays
 from ecgjax.eval.tasks import Task, get_task
+from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
 
@@ -92,8 +97,6 @@ def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
     """The checkpoint's encoder (weights only for init 'pretrained'), or the architecture of
     config.encoder_config when no checkpoint is given (baselines only)."""
     if config.checkpoint:
-        from ecgjax.train import loop
-
         checkpoint = loop.resolve_run_dir(config.checkpoint, "--config.checkpoint")
         pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
         weights = loop.encoder_variables(variables) if config.init == "pretrained" else None
@@ -203,19 +206,13 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
 
     Returns the run records (report schema dicts), also written as JSON under output_dir.
     """
-    import warnings
-
     output_dir = pathlib.Path(output_dir)
     run_mode = report_mode(config.init, config.mode)
     source = load_encoder(config)
-    if config.data.store:
-        store = ECGStore(os.path.expanduser(config.data.store))
-    else:
-        from ecgjax.train import loop
-
-        store = loop.open_store(source.pretrain_config.data)
+    store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
-    if abs(store.fs - float(source.pretrain_config.data.fs)) > 1e-6:
+    # Pretrained weights expect the rate they saw; an architecture trained from scratch takes any.
+    if source.variables is not None and abs(store.fs - float(source.pretrain_config.data.fs)) > 1e-6:
         raise UserError(f"{store.path}: store at {store.fs:g} Hz but the encoder was pretrained at "
                         f"{source.pretrain_config.data.fs:g} Hz; ingest with "
                         f"--target_fs={source.pretrain_config.data.fs:g} to match")
@@ -225,7 +222,8 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     folds = config.folds.to_dict() if config.folds else None
     splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
                                       standard=folds_lib.is_standard(folds))
-    data = {split: load_task_arrays(store, task, records) for split, records in splits.items()}
+    record_s = float(config.protocol.record_s)
+    data = {split: load_task_arrays(store, task, records, record_s=record_s) for split, records in splits.items()}
     output_dir.mkdir(parents=True, exist_ok=True)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
@@ -237,12 +235,19 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
         model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
-                                          training_mode(run_mode), config.optim, seed, fs=store.fs)
-        test = data["test"]
-        scores = model.scores(test.x)[task.name]
+                                          training_mode(run_mode), config.optim, seed, fs=store.fs,
+                                          protocol=config.protocol)
+        val, test = data["val"], data["test"]
+        score_records = functools.partial(model.record_scores, stride_s=float(config.protocol.stride_s) or None,
+                                          aggregation=config.protocol.aggregation)
+        scores = score_records(test.x, test.lengths)[task.name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metrics_lib.DegenerateMetricWarning)
             values, ci = test_metrics(task, test.y, scores, test.patient, int(config.bootstrap), seed)
+        if task.type != "regression":
+            cutoffs = thresholds.tune(task.type, val.y, score_records(val.x, val.lengths)[task.name])
+            values.update(thresholds.tuned_metrics(task.type, test.y, scores, cutoffs,
+                                                   task.output_names if task.type != "binary" else ()))
         if config.save_model:
             model.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
         best = max((h for h in history), key=lambda h: (np.nan_to_num(h["val_score"], nan=-np.inf)))
@@ -253,6 +258,11 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),
                    "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
                    "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
+                   "epochs_run": {stage: sum(h["stage"] == stage for h in history)
+                                  for stage in dict.fromkeys(h["stage"] for h in history)},
+                   "val_scores": {stage: [round(float(h["val_score"]), 4) for h in history if h["stage"] == stage]
+                                  for stage in dict.fromkeys(h["stage"] for h in history)},
+                   "window_s": model.window_s, "fs": store.fs,
                    "seconds": round(time.perf_counter() - started, 2)})
         path = runs_lib.write_run_json(output_dir, record)
         logger.info("seed %d: %s -> %s", seed, {k: round(v, 4) for k, v in values.items()}, path)

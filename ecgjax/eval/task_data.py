@@ -1,7 +1,8 @@
-"""A task's arrays: one window per record of a store, the task's leads, valid targets only.
+"""A task's arrays: the records of a store (whole, or cut to a length), the task's leads, valid targets only.
 
-    data = load_task_data(store, task, {"train": "1-7", "val": "8", "test": "9"})
-    data["train"].x       # [N, task.window_s * store.fs, len(task.leads)] f32 mV
+    data = load_task_data(store, task, {"train": "1-7", "val": "8", "test": "9"}, record_s=0)
+    data["train"].x         # [N, longest record, len(task.leads)] f32 mV, zero-padded
+    data["train"].lengths   # [N] samples of each record (ecgjax.downstream.windows cuts windows from them)
 """
 from __future__ import annotations
 
@@ -16,40 +17,53 @@ from ecgjax.eval.tasks import Task
 
 @dataclasses.dataclass
 class TaskArrays:
-    """One window per record: x [N, T, len(task.leads)] f32 mV, y (see Task.targets), patient [N]
-    (store patient_index), record_index [N] (store index)."""
+    """Records: x [N, T, len(task.leads)] f32 mV, zero-padded past each record's length; y (see
+    Task.targets); patient [N] (store patient_index); record_index [N] (store index); lengths [N]
+    samples of signal in each row (None: all T)."""
 
     x: np.ndarray
     y: np.ndarray
     patient: np.ndarray
     record_index: np.ndarray
+    lengths: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.lengths is None:
+            self.lengths = np.full(len(self.y), self.x.shape[1], np.int64)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, mask) -> "TaskArrays":
-        return TaskArrays(self.x[mask], self.y[mask], self.patient[mask], self.record_index[mask])
+        return TaskArrays(self.x[mask], self.y[mask], self.patient[mask], self.record_index[mask],
+                          self.lengths[mask])
 
 
-def load_task_arrays(store: ECGStore, task: Task, records: np.ndarray, *, offset_s: float = 0.0) -> TaskArrays:
-    """The window [offset_s, offset_s + task.window_s) of each record (zero-padded when shorter),
-    the task's leads only; records without a valid target are left out."""
+def load_task_arrays(store: ECGStore, task: Task, records: np.ndarray, *, record_s: float | None = None) -> TaskArrays:
+    """Each record's signal in the task's leads; records without a valid target are left out.
+
+    record_s: None -> the first task.window_s seconds; 0 -> the whole record (rows padded to the
+    longest); > 0 -> the first record_s seconds (001 pads / crops every record to 60 s). Rows shorter
+    than their record_s are zero-padded, and `lengths` says how much is signal.
+    """
     records = np.asarray(records, np.int64)
     y, valid = task.targets(store.metadata.iloc[records].reset_index(drop=True))
     records, y = records[valid], y[valid]
-    window, offset = int(round(task.window_s * store.fs)), int(round(offset_s * store.fs))
+    lengths = np.asarray(store.lengths, np.int64)[records]
+    if record_s is None:
+        record_s = task.window_s
+    width = int(round(record_s * store.fs)) if record_s else int(lengths.max(initial=1))
+    lengths = np.minimum(lengths, width)
     columns = task.lead_columns
-    x = np.zeros((len(records), window, len(columns)), np.float32)
-    for row, record in enumerate(records):
-        length = int(store.lengths[record])
-        start = min(offset, max(length - window, 0))
-        n = min(window, length - start)
-        x[row, :n] = store.read(int(record), start, n)[:, columns]
+    x = np.zeros((len(records), width, len(columns)), np.float32)
+    for row, (record, n) in enumerate(zip(records, lengths)):
+        x[row, :n] = store.read(int(record), 0, int(n))[:, columns]
     patient = store.metadata["patient_index"].to_numpy(np.int64)[records]
-    return TaskArrays(x=x, y=y, patient=patient, record_index=records)
+    return TaskArrays(x=x, y=y, patient=patient, record_index=records, lengths=lengths)
 
 
-def load_task_data(store: ECGStore, task: Task, folds: dict | None = None) -> dict[str, TaskArrays]:
+def load_task_data(store: ECGStore, task: Task, folds: dict | None = None, *,
+                   record_s: float | None = None) -> dict[str, TaskArrays]:
     """{'train', 'val', 'test'} -> TaskArrays of `task` on `store` (folds: see folds.task_splits)."""
-    return {split: load_task_arrays(store, task, records)
+    return {split: load_task_arrays(store, task, records, record_s=record_s)
             for split, records in task_splits(store, folds).items()}

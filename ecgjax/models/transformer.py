@@ -2,7 +2,9 @@
 
 Self-attention uses one fused qkv projection and `jax.nn.dot_product_attention`, which lets XLA
 (or cuDNN on GPU) pick a fused kernel. Attention weights have no dropout (that kernel has none);
-dropout acts on the residual branches and the MLP hidden layer instead.
+dropout acts on the residual branches and the MLP hidden layer instead. Stochastic depth
+(`drop_path`, Huang et al. 2016) drops a whole residual branch per example, the regulariser ViT
+fine-tuning recipes use; the rate grows linearly from 0 at the first block to `drop_path` at the last.
 """
 from __future__ import annotations
 
@@ -67,14 +69,28 @@ class TransformerBlock(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
     pre_norm: bool = True
+    drop_path: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def _branch_dropper(self, train: bool):
+        """Residual branch [batch, tokens, width] -> zeroed for a drop_path share of the examples
+        (the rest scaled by 1 / keep, so the expectation is unchanged); identity in evaluation."""
+        dropout = nn.Dropout(self.dropout, deterministic=not train)
+        if not train or self.drop_path <= 0.0:
+            return dropout
+        keep = 1.0 - self.drop_path
+
+        def drop(y):
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0], 1, 1))
+            return jnp.where(mask, dropout(y) / keep, 0.0).astype(y.dtype)
+        return drop
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         norm = lambda name: nn.LayerNorm(  # noqa: E731
             epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        drop = self._branch_dropper(train)
         attn = SelfAttention(self.heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn")
         mlp = MlpBlock(self.mlp_dim, self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
                        name="mlp")
@@ -93,13 +109,15 @@ class TransformerStack(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
     pre_norm: bool = True
+    drop_path: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         for i in range(self.depth):
-            x = TransformerBlock(self.heads, self.mlp_dim, self.dropout, self.pre_norm,
+            rate = self.drop_path * i / max(self.depth - 1, 1)
+            x = TransformerBlock(self.heads, self.mlp_dim, self.dropout, self.pre_norm, rate,
                                  dtype=self.dtype, param_dtype=self.param_dtype,
                                  name=f"block{i}")(x, train=train)
         if self.pre_norm:

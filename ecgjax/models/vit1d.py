@@ -60,6 +60,7 @@ class ViT1D(nn.Module):
     Attributes:
       num_samples: longest input (in samples) the position table covers, e.g. 2500 = 250 Hz x 10 s.
       patch: samples per patch (003 grid: 60, 125, 250).
+      drop_path: stochastic depth of the deepest block (fine-tuning; 0 in pretraining).
       width, depth, heads, mlp_ratio, dropout: transformer size (003 grid: width 256/512/1024,
         depth 2/4/8).
     """
@@ -71,6 +72,7 @@ class ViT1D(nn.Module):
     heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    drop_path: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -114,8 +116,8 @@ class ViT1D(nn.Module):
         tokens = tokens + position
         tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
         tokens = TransformerStack(self.depth, self.heads, int(self.width * self.mlp_ratio),
-                                  self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  name="transformer")(tokens, train=train)
+                                  self.dropout, drop_path=self.drop_path, dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name="transformer")(tokens, train=train)
         return tokens if return_tokens else tokens.mean(axis=1)
 
 

@@ -7,28 +7,31 @@ these columns: total, patient, sample, reconstruction).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
+# The parts of ecgjax.objectives; a pretraining method passes its own `terms` instead.
 LOSS_PARTS = ("patient", "sample", "reconstruction", "cpc", "interlead", "intersegment")
 
 
 def hybrid_loss(
-    parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None
+    parts: Mapping[str, jax.Array], weights: Mapping[str, float] | None = None,
+    names: Sequence[str] = LOSS_PARTS,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """total = sum_name weights.get(name, 1) * parts[name].
 
     Args:
-      parts: scalar losses keyed by names from LOSS_PARTS (any subset).
+      parts: scalar losses keyed by names from `names` (any subset).
       weights: optional per-part weights; missing names weigh 1 (003 eq. 3).
+      names: the part names allowed (a misspelled part is an error, not a silent extra term).
     Returns (total, parts) with parts as unweighted float32 scalars, for logging.
     """
     weights = dict(weights or {})
-    unknown = (set(parts) | set(weights)) - set(LOSS_PARTS)
+    unknown = (set(parts) | set(weights)) - set(names)
     if unknown:
-        raise ValueError(f"unknown loss parts {sorted(unknown)}; expected names from {LOSS_PARTS}")
+        raise ValueError(f"unknown loss parts {sorted(unknown)}; expected names from {tuple(names)}")
     if not parts:
         raise ValueError("no loss parts given")
     parts = {name: jnp.asarray(value, jnp.float32) for name, value in parts.items()}

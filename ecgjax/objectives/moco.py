@@ -1,4 +1,5 @@
-"""MoCo / PCLR pieces (000): queue InfoNCE, FIFO key queue, momentum (EMA) update.
+"""MoCo / PCLR pieces (000): queue InfoNCE and the FIFO key queue (the momentum encoder's EMA
+update is optax.incremental_update, see ecgjax.methods.momentum).
 
 The queue is a plain pytree triple `(queue [K, D] f32, queue_patient [K] int32, ptr [] int32)`
 so it can live in the train state and be checkpointed. Slots not yet written have patient id -1
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ecgjax.objectives.contrastive import l2_normalize, masked_infonce, reduce_infonce
 
@@ -95,8 +95,3 @@ def queue_enqueue(
     queue_patient = queue_patient.at[slots].set(jnp.asarray(patients, queue_patient.dtype), unique_indices=True)
     return queue, queue_patient, ((ptr + batch) % size).astype(jnp.int32)
 
-
-def ema_update(target_params, online_params, momentum: float):
-    """Momentum-encoder update: target <- momentum * target + (1 - momentum) * online (leafwise),
-    i.e. optax.incremental_update with step size 1 - momentum."""
-    return optax.incremental_update(online_params, target_params, 1.0 - momentum)

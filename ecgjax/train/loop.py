@@ -18,8 +18,9 @@ import time
 import jax
 import ml_collections
 
-from ecgjax.data import ingest, pipeline
+from ecgjax.data import pipeline, resolve
 from ecgjax.data.store import ECGStore
+from ecgjax.methods import registry
 from ecgjax.train import checkpoint, mesh as mesh_lib, multihost, optim, state as state_lib, step as step_lib
 from ecgjax.train.metrics_log import MetricsLog
 from ecgjax.errors import UserError
@@ -45,33 +46,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"model.encoder.num_samples={config.model.encoder.num_samples} must equal "
          f"data.fs * data.segment_s = {config.data.fs * config.data.segment_s:g}"),
     ]
-    if config.objective.moco.enabled:
-        checks.append((config.objective.moco.queue_size >= config.train.batch_size,
-                       f"objective.moco.queue_size={config.objective.moco.queue_size} is smaller than "
-                       f"the batch ({config.train.batch_size})"))
+    checks += registry.get(config.objective.method).checks(config)  # an unknown method: its own error
     for ok, message in checks:
         if not ok:
             raise UserError(f"bad config: {message}")
 
 
-def open_store(data: ml_collections.ConfigDict) -> ECGStore:
-    """The configured store, or the embedded synthetic cohort (built once into its cache dir)."""
-    if data.store:
-        return ECGStore(os.path.expanduser(data.store))
-    syn = data.synthetic
-    directory = os.path.join(
-        os.path.expanduser(syn.cache_dir),
-        f"synthetic-p{syn.num_patients}-r{syn.records_per_patient}-s{syn.seed}-{data.fs:g}hz")
-    return ingest.build_synthetic_store(directory, syn.num_patients, syn.records_per_patient, syn.seed,
-                                        target_fs=data.fs)
-
-
 def loader_views(objective: ml_collections.ConfigDict) -> tuple[str, ...]:
-    if objective.method == "cpc":
-        return ("cpc",)
-    if objective.method == "gl":
-        return ("segment",)
-    return ("segment", "patient_segment")  # the step draws 'segment_aug' from the 'segment' crop
+    """The host crops the method reads (ecgjax.data.pipeline.VIEWS)."""
+    return registry.get(objective.method).loader_views(objective)
 
 
 def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: int | None = None,
@@ -96,14 +79,14 @@ def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: in
 
 
 def open_store_in_turn(data: ml_collections.ConfigDict) -> ECGStore:
-    """`open_store` in every process, process 0 first: it alone builds a missing synthetic cohort
-    (several builders would write the same cache folder at once); the others then open it (or, on
-    a host that does not share that folder, build their own identical copy)."""
+    """`resolve.open_store` in every process, process 0 first: it alone builds a missing synthetic
+    cohort (several builders would write the same cache folder at once); the others then open it
+    (or, on a host that does not share that folder, build their own identical copy)."""
     if jax.process_count() == 1:
-        return open_store(data)
-    store = open_store(data) if multihost.is_main() else None
+        return resolve.open_store(data)
+    store = resolve.open_store(data) if multihost.is_main() else None
     multihost.barrier("ecgjax-open-store")
-    return store if store is not None else open_store(data)
+    return store if store is not None else resolve.open_store(data)
 
 
 class Trainer:

@@ -61,7 +61,3 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
     )
 
-
-def replicate(tree, mesh: Mesh):
-    """Copies a pytree (parameters, optimizer state) to every device of the mesh."""
-    return jax.device_put(tree, replicated_sharding(mesh))

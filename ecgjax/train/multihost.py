@@ -24,6 +24,8 @@ import traceback
 
 import jax
 
+from ecgjax import cli
+from ecgjax.data.workers import die_with_parent
 from ecgjax.errors import UserError
 
 ENV_COORDINATOR = "ECGJAX_COORDINATOR_ADDRESS"  # host:port of process 0's coordination service
@@ -64,8 +66,6 @@ def initialize(required: bool = False) -> bool:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if launched():
         if ENV_LAUNCHER_PID in os.environ:
-            from ecgjax.data.workers import die_with_parent
-
             die_with_parent(_env_int(ENV_LAUNCHER_PID), spawned_by_main_thread=True)
         jax.distributed.initialize(os.environ.get(ENV_COORDINATOR), num_processes=_env_int(ENV_NUM_PROCESSES),
                                    process_id=_env_int(ENV_PROCESS_ID), heartbeat_timeout_seconds=timeout,
@@ -111,8 +111,6 @@ def exit_fast_on_error():
     except BaseException as error:
         if not jax.distributed.is_initialized() or jax.process_count() == 1:
             raise
-        from ecgjax import cli
-
         if isinstance(error, SystemExit):
             code = error.code if isinstance(error.code, int) else 1
         elif isinstance(error, UserError) and not cli.debugging():

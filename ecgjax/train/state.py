@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ecgjax.objectives import moco
-from ecgjax.train.pretrain_model import PretrainModel, masking_indices
+from ecgjax.methods import registry
+from ecgjax.methods.network import PretrainModel
 
 
 @flax.struct.dataclass
@@ -18,9 +18,9 @@ class TrainState:
     """Pytree of arrays, replicated over the mesh.
 
     step: [] int32. params / batch_stats: online networks ({} batch_stats when there is no
-    BatchNorm). opt_state: optax state. moco: {} unless the MoCo queue is on, else
-      ema_params, ema_batch_stats: the momentum (key) encoder,
-      queue [K, D], queue_patient [K] int32 (-1 = empty slot), queue_ptr [] int32.
+    BatchNorm). opt_state: optax state. moco: the method's state beyond the parameters
+    (`Method.init_extra`; {} for most, the MoCo queue and momentum encoder for PCLR, see
+    ecgjax.methods.momentum), named for that first user so existing checkpoints restore.
     rng: raw uint32 PRNG key [2].
     """
 
@@ -33,18 +33,8 @@ class TrainState:
 
 
 def example_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict:
-    """Zeros with the shapes the loader yields for this config's method (for `init`)."""
-    leads = config.model.encoder.in_leads
-    if config.objective.method == "cpc":
-        frame = int(round(config.objective.cpc.frame_s * config.data.fs))
-        n_ctx = config.objective.cpc.n_context
-        return {"context": jnp.zeros((batch_size, n_ctx, frame, leads)),
-                "future": jnp.zeros((batch_size, frame, leads)),
-                "patient": jnp.zeros((batch_size,), jnp.int32)}
-    t = config.model.encoder.num_samples
-    segment = jnp.zeros((batch_size, t, leads))
-    return {"segment": segment, "segment_aug": segment, "patient_segment": segment,
-            "patient": jnp.zeros((batch_size,), jnp.int32)}
+    """Zeros with the shapes of a step's batch for this config's method (for `init`)."""
+    return registry.get(config.objective.method).example_batch(config, batch_size)
 
 
 def build_model(config: ml_collections.ConfigDict) -> PretrainModel:
@@ -54,27 +44,17 @@ def build_model(config: ml_collections.ConfigDict) -> PretrainModel:
 
 def init_state(config: ml_collections.ConfigDict, model: PretrainModel,
                optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    """Fresh parameters, optimizer state and (when MoCo is on) a copy as key encoder + empty queue."""
+    """Fresh parameters, optimizer state and the method's extra state (e.g. a MoCo queue)."""
+    method = registry.get(config.objective.method)
     init_rng, state_rng = jax.random.split(rng)
     batch = example_batch(config)
-    keep = None
-    if config.objective.method in ("gl", "hl"):
-        keep, _ = masking_indices(init_rng, config, batch_size=2)
-    variables = model.init({"params": init_rng, "dropout": init_rng}, batch, train=False,
-                           keep_indices=keep)
+    inputs = method.inputs(config, init_rng, batch["patient"].shape[0])
+    variables = model.init({"params": init_rng, "dropout": init_rng}, batch, train=False, inputs=inputs)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    mc = config.objective.moco
-    moco_state = {}
-    if mc.enabled:
-        queue, queue_patient, ptr = moco.queue_init(mc.queue_size, config.model.projection.out)
-        # Separate buffers: the jitted step donates the state, and a buffer can't be donated twice.
-        ema_params, ema_batch_stats = jax.tree.map(jnp.copy, (params, batch_stats))
-        moco_state = dict(ema_params=ema_params, ema_batch_stats=ema_batch_stats, queue=queue,
-                          queue_patient=queue_patient, queue_ptr=ptr)
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        opt_state=optimizer.init(params), moco=moco_state,
+        opt_state=optimizer.init(params), moco=method.init_extra(config, params, batch_stats),
         rng=jax.random.key_data(state_rng) if jnp.issubdtype(state_rng.dtype, jax.dtypes.prng_key)
         else state_rng,
     )

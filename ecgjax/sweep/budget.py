@@ -11,7 +11,7 @@ Compiling a cell takes seconds to a minute on a CPU, so each result is cached on
 cell under `cache_dir`, keyed by a hash of the cell's pretraining config, the JAX version and the
 compiling backend; a second dry run reads them back without compiling anything.
 
-    rows = cell_budgets(grid_config, cells, cache_dir="~/.cache/ecgjax/budget")  # cells: sweep.Cell list
+    rows = cell_budgets(grid_config, cells, cache_dir="~/.cache/ecgjax/budget")  # cells: grid.Cell list
     print(budget_table(rows, peak_tflops=989, mfu=0.4, device_memory_gib=80))
 """
 from __future__ import annotations
@@ -25,9 +25,12 @@ import os
 import pathlib
 from collections.abc import Sequence
 
+import jax
 import ml_collections
 
-from ecgjax.eval import sweep
+from ecgjax import markdown
+from ecgjax.sweep.grid import Cell, grid_cells, pretrain_config
+from ecgjax.train import cost
 
 logger = logging.getLogger("ecgjax")
 
@@ -60,9 +63,9 @@ class CellBudget:
         return self.memory_bytes <= device_memory_gib * 2 ** 30
 
 
-def budget_config(config: ml_collections.ConfigDict, cell: sweep.Cell, bf16: bool | None) -> ml_collections.ConfigDict:
+def budget_config(config: ml_collections.ConfigDict, cell: Cell, bf16: bool | None) -> ml_collections.ConfigDict:
     """The cell's pretraining config as the sweep would run it; bf16 overrides train.bf16 if given."""
-    c = sweep.pretrain_config(config, cell)
+    c = pretrain_config(config, cell)
     if bf16 is not None:
         c.train.bf16 = bool(bf16)
     return c
@@ -70,8 +73,6 @@ def budget_config(config: ml_collections.ConfigDict, cell: sweep.Cell, bf16: boo
 
 def cache_key(cell_config: ml_collections.ConfigDict) -> str:
     """Hash of what the compiled step depends on: the config, the JAX version, the devices."""
-    import jax
-
     devices = jax.devices()
     settings = json.loads(cell_config.to_json_best_effort())
     settings["data"].pop("store", None)  # where the data lives changes nothing compiled
@@ -82,10 +83,6 @@ def cache_key(cell_config: ml_collections.ConfigDict) -> str:
 
 
 def _compile_cost(cell_config: ml_collections.ConfigDict) -> dict:
-    import jax
-
-    from ecgjax.train import cost
-
     try:
         return cost.step_cost(cell_config)
     finally:  # one cell's executables and buffers must not pile up over 81 compilations
@@ -93,7 +90,7 @@ def _compile_cost(cell_config: ml_collections.ConfigDict) -> dict:
         jax.clear_caches()
 
 
-def cell_budget(config: ml_collections.ConfigDict, cell: sweep.Cell, index: int, cache_dir,
+def cell_budget(config: ml_collections.ConfigDict, cell: Cell, index: int, cache_dir,
                 bf16: bool | None = True) -> CellBudget:
     """The cell's budget, from the cache or by compiling its step (and caching the result)."""
     cell_config = budget_config(config, cell, bf16)
@@ -114,10 +111,10 @@ def cell_budget(config: ml_collections.ConfigDict, cell: sweep.Cell, index: int,
                       memory_bytes=int(result["memory_bytes"]), backend=str(result["backend"]), cached=cached)
 
 
-def cell_budgets(config: ml_collections.ConfigDict, cells: Sequence[sweep.Cell], *,
+def cell_budgets(config: ml_collections.ConfigDict, cells: Sequence[Cell], *,
                  cache_dir=DEFAULT_CACHE_DIR, bf16: bool | None = True) -> list[CellBudget]:
     """Budgets of `cells` (e.g. a dry run's selection), in the order given."""
-    index = {c: i for i, c in enumerate(sweep.grid_cells(config))}
+    index = {c: i for i, c in enumerate(grid_cells(config))}
     return [cell_budget(config, c, index[c], cache_dir, bf16) for c in cells]
 
 
@@ -126,12 +123,11 @@ def budget_table(rows: Sequence[CellBudget], *, peak_tflops: float = H100_PEAK_T
     """Markdown: one row per cell, then the total device-hours and the cells that do not fit."""
     header = ["#", "Cell", "Params (M)", "Batch", "Steps", "Dtype", "TFLOP/step", "XLA memory (GiB)",
               f"Fits {device_memory_gib:g} GiB", "Device-hours"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append(f"| {r.index} | {r.name} | {r.params / 1e6:.1f} | {r.batch} | {r.num_steps} | "
-                     f"{'bf16' if r.bf16 else 'fp32'} | {r.flops_per_step / 1e12:.4g} | "
-                     f"{r.memory_bytes / 2 ** 30:.2f} | {'yes' if r.fits(device_memory_gib) else 'NO'} | "
-                     f"{r.device_hours(peak_tflops, mfu):.3g} |")
+    lines = [markdown.table(header, [
+        [r.index, r.name, f"{r.params / 1e6:.1f}", r.batch, r.num_steps, "bf16" if r.bf16 else "fp32",
+         f"{r.flops_per_step / 1e12:.4g}", f"{r.memory_bytes / 2 ** 30:.2f}",
+         "yes" if r.fits(device_memory_gib) else "NO", f"{r.device_hours(peak_tflops, mfu):.3g}"]
+        for r in rows])]
     total = sum(r.device_hours(peak_tflops, mfu) for r in rows)
     too_big = [r.name for r in rows if not r.fits(device_memory_gib)]
     backends = sorted({r.backend for r in rows})
