@@ -28,6 +28,7 @@ from absl import app, flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for configs/
 from configs import probe as probe_configs  # noqa: E402
 from ecgjax import markdown  # noqa: E402
+from ecgjax.data.splits import parse_folds  # noqa: E402
 from ecgjax.eval import probe, report  # noqa: E402
 from ecgjax.eval.metrics import CRITERIA_TASKS  # noqa: E402
 from ecgjax.machine import describe as describe_machine  # noqa: E402
@@ -141,7 +142,7 @@ def write_json(results: dict) -> pathlib.Path:
                      epochs_run=[r["extra"].get("epochs_run") for r in runs])
         arms.setdefault(name, {})[f"{fraction:g}" if fraction < 1 else "1.0"] = entry
     path = pathlib.Path(_OUTPUT.value).with_suffix(".json")
-    path.write_text(json.dumps({"arms": arms, "command": command_line(), "test_folds": [_FOLDS.value[2]],
+    path.write_text(json.dumps({"arms": arms, "command": command_line(), "test_folds": list(parse_folds(_FOLDS.value[2])),
                                 "machine": describe_machine(with_load=False)}, indent=1) + "\n")
     return path
 
