@@ -99,11 +99,8 @@ class TrainedModel:
         lengths = np.full(len(x), x.shape[1]) if lengths is None else np.asarray(lengths, np.int64)
         window = int(round(self.window_s * self.fs))
         stride = max(int(round((stride_s or self.window_s / 2) * self.fs)), 1)
-        owner, starts = windows_lib.sliding_windows(lengths, window, stride)
-        cut = lambda first, stop: windows_lib.cut_windows(  # noqa: E731
-            x, owner[first:stop], starts[first:stop], window, lengths)
-        logits = batched_apply(lambda chunk: self._logits(self.variables, chunk), cut,
-                               min(self.batch_size, owner.size), num=owner.size)
+        logits, owner = windows_lib.apply_sliding(lambda chunk: self._logits(self.variables, chunk), x, lengths,
+                                                  window, stride, self.batch_size)
         return logits, owner
 
     def record_scores(self, x, lengths=None, *, stride_s: float | None = None,

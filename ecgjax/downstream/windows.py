@@ -3,6 +3,7 @@
     crops = random_crops(x, lengths, window, rng)           # [N, window, leads], fresh every epoch
     owner, starts = sliding_windows(lengths, window, stride)  # windows that cover every record
     windows = cut_windows(x, owner, starts, window)         # [M, window, leads]
+    outputs, owner = apply_sliding(fn, x, lengths, window, stride, batch_size)  # fn over them, batched
     record_scores = aggregate(window_scores, owner, len(x), "mean")
 
 Records are rows of a zero-padded array x [N, T, leads] with their true lengths [N] (samples).
@@ -12,7 +13,11 @@ past the end.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+from ecgjax.downstream.batches import batched_apply
 
 AGGREGATIONS = ("mean", "max")
 
@@ -50,6 +55,15 @@ def cut_windows(x: np.ndarray, owner: np.ndarray, starts: np.ndarray, window: in
         n = max(min(window, int(ends[m]) - int(start)), 0)
         out[m, :n] = x[record, start:start + n]
     return out
+
+
+def apply_sliding(fn: Callable, x: np.ndarray, lengths: np.ndarray, window: int, stride: int,
+                  batch_size: int):
+    """fn over the sliding windows of every record, cut batch by batch (no copy of all windows):
+    (fn's outputs [M, ...] or a dict of them, owner [M])."""
+    owner, starts = sliding_windows(lengths, window, stride)
+    cut = lambda first, stop: cut_windows(x, owner[first:stop], starts[first:stop], window, lengths)  # noqa: E731
+    return batched_apply(fn, cut, min(batch_size, owner.size), num=owner.size), owner
 
 
 def aggregate(values: np.ndarray, owner: np.ndarray, num_records: int, how: str = "mean") -> np.ndarray:

@@ -34,7 +34,6 @@ import numpy as np
 
 from ecgjax.data.augment import DEFAULT_AUGMENTATION
 from ecgjax.downstream import network, windows as windows_lib
-from ecgjax.downstream.batches import batched_apply
 from ecgjax.downstream.heads import Head, balanced_weights, head_outputs, head_scores
 from ecgjax.downstream.model import TrainedModel, new_model
 from ecgjax.downstream.step import Optimizer, encoder_layers, train_step
@@ -181,12 +180,10 @@ def _fit(model: TrainedModel, stage: str, epochs: int, optimizer: Optimizer, bat
 
 def _window_features(model: TrainedModel, records: _Records, window: int, stride: int, batch_size: int):
     """Frozen-encoder features of every sliding window: ([M, D], owner [M])."""
-    owner, starts = windows_lib.sliding_windows(records.lengths, window, stride)
     encode = network.compiled_encoder(model.encoder_config)
     encoder = network.encoder_part(model.variables)
-    cut = lambda first, stop: windows_lib.cut_windows(  # noqa: E731
-        records.x, owner[first:stop], starts[first:stop], window, records.lengths)
-    return batched_apply(lambda chunk: encode(encoder, chunk), cut, min(batch_size, owner.size), num=owner.size), owner
+    return windows_lib.apply_sliding(lambda chunk: encode(encoder, chunk), records.x, records.lengths, window,
+                                     stride, batch_size)
 
 
 def train_classifier(encoder_config, encoder_variables: dict | None, train, val, task: Task,
