@@ -87,6 +87,14 @@ def test_probe_checkpoint_mistakes(kind, pretrained_run, tmp_path):
     assert not (tmp_path / "probe").exists()
 
 
+def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
+    result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", "--config.init=supervised",
+                 "--config.mode=finetune", "--config.protocol.aggregation=median", "--config.optim.epochs=0",
+                 f"--workdir={tmp_path / 'probe'}")
+    assert_user_error(result, "--config.protocol.aggregation=median", "--config.optim.epochs=0")
+    assert not (tmp_path / "probe").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal",
                  f"--config.checkpoint={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}", "--debug")

@@ -32,6 +32,7 @@ import numpy as np
 from ecgjax.data import resolve
 from ecgjax.data.store import ECGStore
 from ecgjax.downstream.network import adapt_encoder
+from ecgjax.downstream.windows import AGGREGATIONS
 from ecgjax.errors import UserError
 from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib, thresholds
 from ecgjax.eval.classifier import train_classifier
@@ -118,6 +119,23 @@ def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
     for k, lead in enumerate(leads):
         x[:, :, list(to_leads).index(lead)] = arrays.x[:, :, k]
     return dataclasses.replace(arrays, x=x)
+
+
+def check_recipe(config) -> None:
+    """One-line errors, before any work, for protocol / optim values the training would trip on."""
+    p, o = config.protocol, config.optim
+    problems = [f"--config.protocol.{key}={p[key]}: must be >= 0" for key in ("window_s", "stride_s", "record_s")
+                if float(p[key]) < 0]
+    problems += [f"--config.optim.{key}={o[key]}: must be >= 1" for key in ("epochs", "batch_size")
+                 if int(o[key]) < 1]
+    if int(p.crops_per_record) < 1:
+        problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
+    if p.aggregation not in AGGREGATIONS:
+        problems.append(f"--config.protocol.aggregation={p.aggregation}: must be one of {list(AGGREGATIONS)}")
+    if o.class_weighting not in ("none", "balanced"):
+        problems.append(f"--config.optim.class_weighting={o.class_weighting}: must be 'none' or 'balanced'")
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def report_mode(init: str, mode: str) -> str:
@@ -207,6 +225,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     Returns the run records (report schema dicts), also written as JSON under output_dir.
     """
     output_dir = pathlib.Path(output_dir)
+    check_recipe(config)
     run_mode = report_mode(config.init, config.mode)
     source = load_encoder(config)
     store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
