@@ -17,8 +17,11 @@ Memory is given as the process's own (RssAnon) and, in brackets, its peak RSS, w
 the pages of the memory-mapped store it has read (page cache, shared, reclaimable). What should
 stay flat as N grows (the loader holds memory maps and flat index arrays, no Python object per
 record): loader segments/s and the loader's own memory; the store's metadata table (pandas, read
-by the training process for splits and labels, not by loader workers) is the part that grows. Prints one table row per size (benchmarks/RESULTS.md, '## Scale'). Run alone, on an idle
-machine; the figures include the page cache being warm (the store was just written or read).
+by the training process for splits and labels, not by loader workers) is the part that grows.
+The loader is timed twice: with the store's pages dropped from the page cache first (root only,
+else n/a), where random 60 kB reads from disk set the pace, and after reading the store once so its
+pages are cached (where RAM holds it), which is the loader's own cost. Prints one table row per
+size (benchmarks/RESULTS.md, '## Scale'). Run alone, on an idle machine.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/ecgjax_scale", "Scratch director
 _SIZES = flags.DEFINE_list("sizes", ["10000", "100000"], "Store sizes in records (multiples of 4).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Ingest worker processes.")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 250, "Synthetic patients per ingest shard (4 records each).")
-_BATCHES = flags.DEFINE_integer("batches", 20, "Timed loader batches (after 3 warm-up batches).")
+_BATCHES = flags.DEFINE_integer("batches", 100, "Timed loader batches (after 3 warm-up batches).")
 _BATCH = flags.DEFINE_integer("batch", 256, "Loader batch size (at most the patients of the smallest store).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Pretraining steps for the training memory figure.")
 
@@ -129,12 +132,40 @@ def peak_memory_mb(command: list[str]) -> dict:
     return result
 
 
+def drop_page_cache() -> bool:
+    """Empties the kernel's page cache (root only); False where that is not allowed."""
+    try:
+        os.sync()
+        pathlib.Path("/proc/sys/vm/drop_caches").write_text("1")
+        return True
+    except OSError:
+        return False
+
+
+def read_into_page_cache(store: pathlib.Path) -> float:
+    """Reads every file of `store` once (so its pages are cached, where RAM holds them); GB/s."""
+    started, total = time.perf_counter(), 0
+    for path in sorted(p for p in store.rglob("*") if p.is_file()):
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                total += len(chunk)
+    return total / 1e9 / (time.perf_counter() - started)
+
+
+def loader_figures(store: pathlib.Path) -> dict:
+    out = run_child([sys.executable, "-c", _LOADER, str(store), str(_BATCHES.value), str(_BATCH.value)])
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def measure(records: int, workdir: pathlib.Path) -> dict:
     store = workdir / f"store_{records}"
     summary = ingest_store(store, records)
     size = directory_bytes(store)
-    out = run_child([sys.executable, "-c", _LOADER, str(store), str(_BATCHES.value), str(_BATCH.value)])
-    loader = json.loads(out.strip().splitlines()[-1])
+    # The loader twice: its pages on disk (random ~60 kB reads: the disk's speed, not the loader's),
+    # then cached (what the loader's own work costs).
+    cold = loader_figures(store)["segments_per_s"] if drop_page_cache() else float("nan")
+    read_gb_s = read_into_page_cache(store)
+    loader = loader_figures(store)
     run = workdir / f"train_{records}"
     shutil.rmtree(run, ignore_errors=True)
     train = peak_memory_mb([sys.executable, str(REPO / "experiments" / "pretrain.py"),
@@ -144,7 +175,8 @@ def measure(records: int, workdir: pathlib.Path) -> dict:
     return dict(records=summary["records"], patients=summary["patients"],
                 ingest_records_per_s=summary.get("records_per_second", float("nan")),
                 ingest_s=summary.get("seconds", float("nan")), store_gb=size / 1e9, bytes_per_record=size / records,
-                train_anon_mb=train["anon"], train_peak_rss_mb=train["rss"], **loader)
+                train_anon_mb=train["anon"], train_peak_rss_mb=train["rss"], cold_segments_per_s=cold,
+                sequential_read_gb_s=read_gb_s, **loader)
 
 
 def main(argv):
@@ -153,7 +185,7 @@ def main(argv):
     workdir.mkdir(parents=True, exist_ok=True)
     print("machine:", describe_machine())
     header = ("| records | patients | ingest records/s | store GB | store open s | store MiB | loader build s "
-              "| loader index MiB | loader segments/s | loader own MiB (peak RSS) | training own MiB (peak RSS) |")
+              "| loader index MiB | loader segments/s cached (from disk) | loader own MiB (peak RSS) | training own MiB (peak RSS) |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for size in (int(s) for s in _SIZES.value):
@@ -161,7 +193,7 @@ def main(argv):
         r = measure(size, workdir)
         print(f"| {r['records']:,} | {r['patients']:,} | {r['ingest_records_per_s']:,.0f} | {r['store_gb']:.2f} | "
               f"{r['open_s']:.2f} | {r['store_mb']:.0f} | {r['build_s']:.2f} | {r['index_mb']:.1f} | "
-              f"{r['segments_per_s']:,.0f} | "
+              f"{r['segments_per_s']:,.0f} ({r['cold_segments_per_s']:,.0f}) | "
               f"{r['loader_anon_mb']:.0f} ({r['loader_peak_rss_mb']:.0f}) | "
               f"{r['train_anon_mb']:.0f} ({r['train_peak_rss_mb']:.0f}) |", flush=True)
         print(json.dumps(dict(r, wall_s=round(time.perf_counter() - started, 1))), file=sys.stderr)

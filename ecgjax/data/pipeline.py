@@ -28,11 +28,13 @@ from typing import Callable, Sequence
 import grain
 import numpy as np
 
+from ecgjax.data import beats as beats_lib
+from ecgjax.data.beats import BeatIndex
 from ecgjax.data.store import ECGStore
 from ecgjax.data.workers import GrainWorkerInit
 from ecgjax.errors import UserError
 
-VIEWS = ("segment", "segment_aug", "patient_segment", "cpc")
+VIEWS = ("segment", "segment_aug", "patient_segment", "cpc", "heart_rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,25 @@ class CPCSpec:
 
     def span_samples(self, fs: float) -> int:
         return (self.n_context + self.offset + 1) * self.frame_samples(fs)
+
+
+def view_arrays(views: Sequence[str], segment_samples: int, cpc: CPCSpec, fs: float,
+                leads: int = 12) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{key: (per-example shape, 'signal' or a dtype name)} of the arrays a batch of `views` holds
+    ('signal' arrays take the loader's dtype); 'segment', 'lead_mask' and 'patient' always."""
+    out = {"segment": ((segment_samples, leads), "signal")}
+    for view in views:
+        if view in ("segment_aug", "patient_segment"):
+            out[view] = ((segment_samples, leads), "signal")
+        elif view == "cpc":
+            frame = cpc.frame_samples(fs)
+            out["context"] = ((cpc.n_context, frame, leads), "signal")
+            out["future"] = ((frame, leads), "signal")
+        elif view == "heart_rate":  # 001's class of the 'segment' crop, from the store's beats
+            out["heart_rate_class"] = ((), "int32")
+    out["lead_mask"] = ((leads,), "float32")
+    out["patient"] = ((), "int32")
+    return out
 
 
 def _resolve_augmentation(augmentation, fs: float | None = None) -> Callable | None:
@@ -122,11 +143,15 @@ class PatientViews:
     (the same crop, transformed again by a host `augmentation`), 'patient_segment' [B, T, 12]
     (another record of the same patient where there is one, else another crop), 'context'
     [B, n_context, T_frame, 12] and 'future' [B, T_frame, 12] (from the anchor's record, never
-    transformed).
+    transformed), 'heart_rate_class' [B] int32 (001's class of the 'segment' crop, `beats`).
     """
 
     def __init__(self, store: ECGStore, patient_records: PatientRecords, views: Sequence[str],
-                 segment_samples: int, augmentation: Callable | None, cpc: CPCSpec, dtype=np.float32):
+                 segment_samples: int, augmentation: Callable | None, cpc: CPCSpec, dtype=np.float32,
+                 beats: BeatIndex | None = None):
+        if "heart_rate" in views and beats is None:
+            raise ValueError("the 'heart_rate' view needs the store's beats (ecgjax.data.beats)")
+        self.beats = beats
         self.store = store
         self.patient_records = patient_records
         self.views = tuple(views)
@@ -135,36 +160,38 @@ class PatientViews:
         self.cpc = cpc
         self.dtype = np.dtype(dtype)
 
-    def _crop(self, record: int, length: int, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
-        start = int(rng.integers(0, int(self.store.lengths[record]) - length + 1))
-        return self.store.read(record, start, length, out=out)
+    def _start(self, record: int, length: int, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, int(self.store.lengths[record]) - length + 1))
 
-    def _view(self, record: int, rng: np.random.Generator, out: np.ndarray, crop: np.ndarray) -> np.ndarray:
-        """A crop of `record` into `out` ([T, 12]), through the host augmentation if there is one."""
+    def _crop(self, record: int, length: int, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+        return self.store.read(record, self._start(record, length, rng), length, out=out)
+
+    def _view(self, record: int, start: int, rng: np.random.Generator, out: np.ndarray,
+              crop: np.ndarray) -> np.ndarray:
+        """The crop of `record` at `start` into `out` ([T, 12]), through the host augmentation if
+        there is one; returns the unaugmented crop."""
         if self.augmentation is None:
-            return self._crop(record, self.segment_samples, rng, out)
-        self._crop(record, self.segment_samples, rng, crop)
+            return self.store.read(record, start, self.segment_samples, out=out)
+        self.store.read(record, start, self.segment_samples, out=crop)
         out[...] = self.augmentation(crop, rng)
         return crop
 
     def __call__(self, positions, rng: np.random.Generator) -> dict:
         positions = np.asarray(positions).reshape(-1)
-        size, length = len(positions), self.segment_samples
-        frame = self.cpc.frame_samples(self.store.fs)
-        shapes = {"segment": (length, 12), "segment_aug": (length, 12), "patient_segment": (length, 12),
-                  "context": (self.cpc.n_context, frame, 12), "future": (frame, 12)}
-        wanted = ["segment", *(k for k in ("segment_aug", "patient_segment") if k in self.views)]
-        wanted += ["context", "future"] if "cpc" in self.views else []
-        out = {key: np.empty((size, *shapes[key]), self.dtype) for key in wanted}
-        out["lead_mask"] = np.empty((size, 12), np.float32)
+        size, length, fs = len(positions), self.segment_samples, self.store.fs
+        out = {key: np.empty((size, *shape), self.dtype if kind == "signal" else kind)
+               for key, (shape, kind) in view_arrays(self.views, length, self.cpc, fs).items()}
         out["patient"] = self.patient_records.patients[positions]
         crop = np.empty((length, 12), np.float32)
-        span = np.empty((self.cpc.span_samples(self.store.fs), 12), self.dtype) if "cpc" in self.views else None
+        span = np.empty((self.cpc.span_samples(fs), 12), self.dtype) if "cpc" in self.views else None
         for row, position in enumerate(positions):
             records = self.patient_records.of(position)
             record = int(records[rng.integers(len(records))])
-            anchor = self._view(record, rng, out["segment"][row], crop)
+            start = self._start(record, length, rng)
+            anchor = self._view(record, start, rng, out["segment"][row], crop)
             out["lead_mask"][row] = self.store.lead_mask(record)
+            if "heart_rate_class" in out:
+                out["heart_rate_class"][row] = self.beats.heart_rate_class(record, start, length, fs)
             if "segment_aug" in out:
                 if self.augmentation is None:
                     out["segment_aug"][row] = anchor
@@ -173,9 +200,9 @@ class PatientViews:
             if "patient_segment" in out:
                 others = records[records != record] if len(records) > 1 else records
                 other = int(others[rng.integers(len(others))])
-                self._view(other, rng, out["patient_segment"][row], crop)
+                self._view(other, self._start(other, length, rng), rng, out["patient_segment"][row], crop)
             if span is not None:
-                frames = self._crop(record, len(span), rng, span).reshape(-1, frame, 12)
+                frames = self._crop(record, len(span), rng, span).reshape(-1, *out["future"].shape[1:])
                 out["context"][row] = frames[:self.cpc.n_context]
                 out["future"][row] = frames[-1]
         return out
@@ -245,8 +272,9 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
                          f"fewer than batch_size {batch_size}{share}")
     # Workers get the signals and the flat record arrays, not the metadata table: loader memory
     # does not grow with the number of records beyond a few integers each.
+    beats = beats_lib.load_or_build(store, workers=max(1, num_workers)) if "heart_rate" in views else None
     views_fn = PatientViews(store.signals_only(), kept, views, segment_samples,
-                            _resolve_augmentation(augmentation, store.fs), cpc, dtype=dtype)
+                            _resolve_augmentation(augmentation, store.fs), cpc, dtype=dtype, beats=beats)
     # Positions are shuffled per epoch (Grain reseeds the shuffle for each pass of the repeat),
     # cut to whole batches, batched, then read: one Generator per batch, derived by Grain from
     # (seed, batch index).

@@ -13,6 +13,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES
+from ecgjax.data import pipeline
 from ecgjax.train import loop, mesh as mesh_lib, state as state_lib
 
 # The loader's signal dtype: the store's float16 samples, cast on the device (see pipeline).
@@ -21,17 +23,12 @@ HOST_SIGNAL_DTYPE = np.float16
 
 def host_batch_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, tuple[tuple, np.dtype]]:
     """{key: (shape, dtype)} of the batches the loader yields for this config (what the step takes)."""
-    leads, t = config.model.encoder.in_leads, config.model.encoder.num_samples
-    shapes = {"patient": ((batch_size,), np.dtype(np.int32))}
-    for view in loop.loader_views(config.objective):
-        if view == "cpc":
-            frame = int(round(config.objective.cpc.frame_s * config.data.fs))
-            shapes["context"] = ((batch_size, config.objective.cpc.n_context, frame, leads), HOST_SIGNAL_DTYPE)
-            shapes["future"] = ((batch_size, frame, leads), HOST_SIGNAL_DTYPE)
-        else:
-            shapes[view] = ((batch_size, t, leads), HOST_SIGNAL_DTYPE)
-    shapes["lead_mask"] = ((batch_size, leads), np.dtype(np.float32))
-    return {k: (shape, np.dtype(dtype)) for k, (shape, dtype) in shapes.items()}
+    cpc = config.objective.cpc
+    arrays = pipeline.view_arrays(loop.loader_views(config.objective), config.model.encoder.num_samples,
+                                  pipeline.CPCSpec(n_context=cpc.n_context, frame_s=cpc.frame_s, offset=cpc.offset),
+                                  config.data.fs, leads=config.model.encoder.in_leads)
+    return {key: ((batch_size, *shape), HOST_SIGNAL_DTYPE if kind == "signal" else np.dtype(kind))
+            for key, (shape, kind) in arrays.items()}
 
 
 def random_host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
@@ -43,6 +40,8 @@ def random_host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: 
             batch[key] = np.arange(batch_size, dtype=dtype)
         elif key == "lead_mask":
             batch[key] = np.ones(shape, dtype)
+        elif key == "heart_rate_class":
+            batch[key] = rng.integers(0, len(HEART_RATE_CLASSES), size=shape).astype(dtype)
         else:
             batch[key] = rng.normal(size=shape).astype(dtype)
     return batch
