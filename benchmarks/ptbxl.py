@@ -147,9 +147,6 @@ def write_json(results: dict) -> pathlib.Path:
     return path
 
 
-BEGIN, END = "<!-- tables: written by benchmarks/ptbxl.py -->", "<!-- /tables -->"
-
-
 def write_markdown(results: dict) -> None:
     """Writes the result tables between the BEGIN/END markers of the output file, keeping the
     hand-written setup and findings around them (a new file gets the tables alone)."""

@@ -12,7 +12,7 @@ from ecgjax.data import augment, synthetic
 # What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
 _ARG_TYPES = {
     "patch": int, "depth": int, "width": int, "heads": int, "encoder": str, "method": str,
-    "batch": int, "steps": int, "seed": int, "runlocal": bool, "store": str,
+    "batch": int, "steps": int, "seed": int, "runlocal": bool, "store": str, "stem": str,
 }
 
 
@@ -46,7 +46,7 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     """Everything a pretraining run needs; method configs edit the parts that differ and end
     with `finish(c)`, which applies `runlocal` last so it shrinks whatever they chose."""
     a = parse_arg(arg, patch=125, depth=4, width=512, encoder=encoder, batch=256, steps=20_000,
-                  seed=0, runlocal=False, store="", method=method)
+                  seed=0, runlocal=False, store="", method=method, stem="linear")
     c = ml_collections.ConfigDict()
     c.seed = a.seed
     c.arg = arg or ""
@@ -73,7 +73,7 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     width = ml_collections.FieldReference(a.width)
     num_samples = (c.data.get_ref("fs") * c.data.get_ref("segment_s")).to_int()
     c.model.encoder = ml_collections.ConfigDict(dict(
-        name=a.encoder, patch=a.patch, depth=a.depth, width=width, heads=vit_heads(width),
+        name=a.encoder, patch=a.patch, depth=a.depth, width=width, heads=vit_heads(width), stem=a.stem,
         mlp_ratio=4, dropout=0.0, num_samples=num_samples, in_leads=12, chan_start=64, dual_stream=False,
     ))
     c.model.projection = ml_collections.ConfigDict(dict(hidden=512, out=128))

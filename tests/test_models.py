@@ -9,7 +9,7 @@ from ecgjax.models.dual_stream import DualStreamEncoder
 from ecgjax.models.heads import AttentionPooling, LinearHead, ProjectionHead
 from ecgjax.models.registry import adapt_input_leads, build_encoder, build_mae_decoder, example_input
 from ecgjax.models.resnet1d import kite_resnet, resnet_v2
-from ecgjax.models.vit1d import MAEDecoder, ViT1D, num_patches, patchify, unpatchify
+from ecgjax.models.vit1d import ConvPatchEmbed, MAEDecoder, ViT1D, num_patches, patchify, unpatchify
 
 KEY = jax.random.key(0)
 TINY_VIT = dict(name="vit1d", num_samples=250, patch=25, width=32, depth=2, heads=4, mlp_ratio=2.0)
@@ -286,3 +286,27 @@ def test_twelve_lead_encoder_adapted_to_lead_subset():
         adapt_input_leads(variables, 4, 12)
     with pytest.raises(ValueError):
         adapt_input_leads(variables, 12, [12])
+
+
+def test_conv_stem_tokens_see_only_their_own_patch_and_adapt_to_a_lead_subset():
+    model = build_encoder({**TINY_VIT, "stem": "conv"})
+    x = _signal((2, 250, 12))
+    variables = _init(model, x)
+    stem = ConvPatchEmbed(patch=25, width=32)  # [2, 250, 12] -> [2, 10, 32], the model's own weights
+    stem_vars = {"params": variables["params"]["conv_stem"]}
+    tokens = stem.apply(stem_vars, x)
+    changed = stem.apply(stem_vars, x.at[:, 50:75].add(1.0))  # patch 2's samples only
+    differs = np.abs(np.asarray(changed - tokens)).max(axis=(0, 2)) > 1e-6
+    assert differs.tolist() == [i == 2 for i in range(10)]
+    # Keeping every patch in some order gives the full path's tokens in that order (MAE).
+    order = jnp.stack([jax.random.permutation(jax.random.key(i), 10) for i in range(2)])
+    np.testing.assert_allclose(model.apply(variables, x, train=False, keep_indices=order),
+                               model.apply(variables, x, train=False), atol=1e-5)
+    # Its first convolution is the one lead adaptation rewrites.
+    columns = [0, 1, 6]
+    subset = adapt_input_leads(variables, 12, columns)
+    zeroed = jnp.zeros_like(x).at[..., columns].set(x[..., columns])
+    np.testing.assert_allclose(model.apply(subset, x[..., columns], train=False),
+                               model.apply(variables, zeroed, train=False), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown ViT stem 'cnn'"):
+        _init(build_encoder({**TINY_VIT, "stem": "cnn"}), x)

@@ -3,7 +3,7 @@
 Config fields (ml_collections.ConfigDict or dict; all but `name` optional):
   name: 'vit1d' | 'resnet{18,34,50,101,152}[x2]' (000) | 'resnet{18,34,50}v2' (001)
   num_samples (2500), patch (125), depth (4), width (512), heads (width // 64), mlp_ratio (4.0),
-  dropout (0.0), drop_path (0.0: stochastic depth) -- ViT
+  dropout (0.0), drop_path (0.0: stochastic depth), stem ('linear' | 'conv') -- ViT
   decoder_width (width // 2, 003), decoder_depth (2), decoder_heads (heads) -- MAE decoder
   chan_start (Table 1 of 000, or 64 for v2)      -- ResNets
   in_leads (12): leads the encoder is initialised with (see `example_input`)
@@ -48,7 +48,8 @@ def _build_single(config) -> nn.Module:
                      depth=int(_get(config, "depth", 4)), heads=int(_get(config, "heads", width // 64)),
                      mlp_ratio=float(_get(config, "mlp_ratio", 4.0)),
                      dropout=float(_get(config, "dropout", 0.0)),
-                     drop_path=float(_get(config, "drop_path", 0.0)), **_dtypes(config))
+                     drop_path=float(_get(config, "drop_path", 0.0)),
+                     stem=str(_get(config, "stem", "linear")), **_dtypes(config))
     match = _RESNET_NAME.fullmatch(name)
     if match is None:
         raise ValueError(f"unknown encoder name {name!r}: use 'vit1d', 'resnet18'..'resnet152', "

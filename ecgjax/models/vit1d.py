@@ -54,12 +54,42 @@ def _position_init(key, shape, dtype=jnp.float32):
     return 0.02 * jax.random.normal(key, shape, dtype)
 
 
+class ConvPatchEmbed(nn.Module):
+    """One token per patch from a small CNN over that patch's own samples (stride-2 convolutions,
+    LayerNorm, GELU; then a dense layer over the flattened maps, which keeps where in the patch a
+    wave sits). No sample of another patch enters a token, so MAE's visible patches still carry
+    nothing of the masked ones. The first convolution is named `input_conv` (lead adaptation).
+
+    x [batch, n * patch, leads] -> [batch, n, width].
+    """
+
+    patch: int
+    width: int
+    features: tuple[int, ...] = (32, 64, 128)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        batch, time, leads = x.shape
+        n = time // self.patch
+        h = x.reshape(batch * n, self.patch, leads)
+        for i, features in enumerate(self.features):
+            h = nn.Conv(features, (7 if i == 0 else 5,), strides=(2,), padding="SAME", dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="input_conv" if i == 0 else f"conv{i}")(h)
+            h = nn.gelu(nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}")(h))
+        return nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="proj")(h.reshape(batch, n, -1))
+
+
 class ViT1D(nn.Module):
     """ViT encoder over time patches.
 
     Attributes:
       num_samples: longest input (in samples) the position table covers, e.g. 2500 = 250 Hz x 10 s.
       patch: samples per patch (003 grid: 60, 125, 250).
+      stem: how a patch becomes a token: 'linear' (one convolution, kernel = stride = patch: 003's
+        patch embedding) or 'conv' (ConvPatchEmbed, a small CNN per patch).
       drop_path: stochastic depth of the deepest block (fine-tuning; 0 in pretraining).
       width, depth, heads, mlp_ratio, dropout: transformer size (003 grid: width 256/512/1024,
         depth 2/4/8).
@@ -73,6 +103,7 @@ class ViT1D(nn.Module):
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     drop_path: float = 0.0
+    stem: str = "linear"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -111,8 +142,14 @@ class ViT1D(nn.Module):
             batch, k = keep_indices.shape
             x = gather_tokens(patchify(x, self.patch), keep_indices).reshape(batch, k * self.patch, -1)
             position = gather_tokens(jnp.broadcast_to(position, (batch, n, self.width)), keep_indices)
-        tokens = nn.Conv(self.width, (self.patch,), strides=(self.patch,), padding="VALID",
-                         dtype=self.dtype, param_dtype=self.param_dtype, name="input_conv")(x)
+        if self.stem == "conv":
+            tokens = ConvPatchEmbed(self.patch, self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                                    name="conv_stem")(x)
+        elif self.stem == "linear":
+            tokens = nn.Conv(self.width, (self.patch,), strides=(self.patch,), padding="VALID",
+                             dtype=self.dtype, param_dtype=self.param_dtype, name="input_conv")(x)
+        else:
+            raise ValueError(f"unknown ViT stem {self.stem!r}: 'linear' or 'conv'")
         tokens = tokens + position
         tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
         tokens = TransformerStack(self.depth, self.heads, int(self.width * self.mlp_ratio),
