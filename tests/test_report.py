@@ -139,6 +139,18 @@ def test_figures_exist_and_are_png(report_paths):
         assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000
 
 
+def test_a_cnn_run_beside_vit_cells_is_tabled_and_left_off_the_grid_figures(tmp_path):
+    """A ResNet's cell has no patch and names its encoder as its depth (eval.probe.cell_of)."""
+    for seed in range(2):
+        write_run_json(tmp_path, _run("HL", (125, 4, 512), "finetune", "MI", seed))
+        a = auroc_value("CL", (60, 2, 256), "finetune", "MI", seed)
+        write_run_json(tmp_path, RunRecord(cell=dict(patch=None, depth="resnet18", width=16, method="CL"),
+                                           mode="finetune", task="MI", seed=seed, metrics={"auroc": a}))
+    paths = write_report(tmp_path)
+    assert "resnet18" in paths[0].read_text()
+    assert {p.name for p in paths[1:]} == {f"effect_{axis}_finetune.png" for axis in ("patch", "depth", "width")}
+
+
 def test_multilabel_run_is_split_per_task(tmp_path):
     for seed in range(2):
         metrics = {f"{name}/{t}": 0.7 + 0.1 * seed - (0.3 if name == "auprc" else 0.0)

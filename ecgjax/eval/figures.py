@@ -24,6 +24,8 @@ def axis_figure(frame: pd.DataFrame, losses: pd.DataFrame, mode: str, axis: str,
     averages seeds and the other two axes; bars are the std of those values.
     """
     data = frame[(frame["mode"] == mode) & (frame.data_fraction == 1.0) & frame.case_ratio.isna()]
+    # Points on the ViT grid only: a CNN's cell names its encoder ('resnet18') where a depth would be.
+    data = data[data[list(AXES)].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)]
     if data.empty:
         return None
     panels = [("auroc", t, f"AUROC {t}") for t in score_tasks(data)]
