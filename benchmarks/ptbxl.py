@@ -37,6 +37,7 @@ from ecgjax.train.metrics_log import setup_console_logging  # noqa: E402
 _STORE = flags.DEFINE_string("store", None, "Ingested PTB-XL store at the ViT checkpoints' rate.")
 _CNN_STORE = flags.DEFINE_string("cnn_store", None, "Store for the ResNet arms (default --store).")
 _HL = flags.DEFINE_string("hl", None, "HL ViT pretraining workdir.")
+_HL_CONV = flags.DEFINE_string("hl_conv", None, "HL ViT pretraining workdir of a conv-stem ViT (stem=conv; optional).")
 _CL = flags.DEFINE_string("cl", None, "CL ViT pretraining workdir (optional).")
 _CNN = flags.DEFINE_string("cnn", None, "Pretrained ResNet workdir (optional).")
 _CNN_ENCODER = flags.DEFINE_string("cnn_encoder", "configs/pclr_resnet.py", "ResNet of the supervised CNN arm.")
@@ -47,7 +48,10 @@ _FRACTIONS = flags.DEFINE_list("fractions", ["0.01", "0.1", "1.0"], "Training-pa
 _SEEDS = flags.DEFINE_list("seeds", ["3", "2", "1"], "Seeds per fraction.")
 _ARMS = flags.DEFINE_list("arms", [], "Only these arms (names as in the table); default all that can run.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples for the CIs.")
-flags.mark_flags_as_required(["store", "hl", "workdir"])
+_BLOCK = flags.DEFINE_string("block", "", "Name of the tables block this run writes in the Markdown (default: the "
+                             "main block). Another name adds its own block and keeps the others; the JSON "
+                             "merges the arms of every block.")
+flags.mark_flags_as_required(["store", "workdir"])
 
 LABELS = CRITERIA_TASKS
 SUMMARY_METRICS = ("macro_auroc", "macro_auprc", "macro_f1_tuned")
@@ -66,7 +70,7 @@ class Arm:
 
     @property
     def flag(self):
-        return {"hl": _HL, "cl": _CL, "cnn": _CNN}.get(self.checkpoint)
+        return {"hl": _HL, "hl_conv": _HL_CONV, "cl": _CL, "cnn": _CNN}.get(self.checkpoint)
 
 
 ARMS = (
@@ -77,6 +81,9 @@ ARMS = (
     Arm("ViT supervised from scratch", "hl", "supervised", "finetune"),
     Arm("ResNet18 CNN supervised from scratch", None, "supervised", "finetune", cnn=True),
     Arm("CL ResNet18 CNN fine-tune", "cnn", "pretrained", "finetune", cnn=True),
+    Arm("HL ViT conv-stem linear", "hl_conv", "pretrained", "linear"),
+    Arm("HL ViT conv-stem fine-tune", "hl_conv", "pretrained", "finetune"),
+    Arm("ViT conv-stem supervised from scratch", "hl_conv", "supervised", "finetune"),
 )
 
 
@@ -121,7 +128,10 @@ def summarise(runs: list[dict], label: str | None, metric: str) -> str:
     return text
 
 
-BEGIN, END = "<!-- tables: written by benchmarks/ptbxl.py -->", "<!-- /tables -->"
+def markers() -> tuple[str, str]:
+    """The BEGIN/END comments around this run's tables block (--block names it)."""
+    name = f" {_BLOCK.value}" if _BLOCK.value else ""
+    return f"<!-- tables{name}: written by benchmarks/ptbxl.py -->", f"<!-- /tables{name} -->"
 
 
 def command_line() -> str:
@@ -129,8 +139,12 @@ def command_line() -> str:
 
 
 def write_json(results: dict) -> pathlib.Path:
-    """<output>.json: per arm and fraction the mean test metrics over seeds, for tools."""
-    arms: dict = {}
+    """<output>.json: per arm and fraction the mean test metrics over seeds, for tools. Arms of
+    other blocks (earlier runs with another --block) are kept; each entry names its command."""
+    path = pathlib.Path(_OUTPUT.value).with_suffix(".json")
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    command = command_line()
+    arms: dict = previous.get("arms", {})
     for (name, fraction), runs in results.items():
         if not runs:
             continue
@@ -139,10 +153,10 @@ def write_json(results: dict) -> pathlib.Path:
         entry.update({f"auroc/{label}": float(np.mean([r["metrics"][f"auroc/{label}"] for r in runs]))
                       for label in LABELS})
         entry.update(seeds=len(runs), seconds=runs[0]["extra"]["arm_seconds"],
-                     epochs_run=[r["extra"].get("epochs_run") for r in runs])
+                     epochs_run=[r["extra"].get("epochs_run") for r in runs], command=command)
         arms.setdefault(name, {})[f"{fraction:g}" if fraction < 1 else "1.0"] = entry
-    path = pathlib.Path(_OUTPUT.value).with_suffix(".json")
-    path.write_text(json.dumps({"arms": arms, "command": command_line(), "test_folds": list(parse_folds(_FOLDS.value[2])),
+    main_command = command if not _BLOCK.value else previous.get("command", command)
+    path.write_text(json.dumps({"arms": arms, "command": main_command, "test_folds": list(parse_folds(_FOLDS.value[2])),
                                 "machine": describe_machine(with_load=False)}, indent=1) + "\n")
     return path
 
@@ -153,7 +167,8 @@ def write_markdown(results: dict) -> None:
     fractions = [float(f) for f in _FRACTIONS.value]
     seconds = sum(runs[0]["extra"]["arm_seconds"] for runs in results.values() if runs)
     names = [arm.name for arm in ARMS]
-    lines = [BEGIN, f"Command: `{command_line()}`", "",
+    begin, end = markers()
+    lines = [begin, f"Command: `{command_line()}`", "",
              f"Machine: {describe_machine(with_load=False)}. Probing wall time (all arms, as run): "
              f"{seconds / 60:.1f} min.", "", "### Macro AUROC / AUPRC over the 5 superclasses (mean over seeds)", ""]
     rows = [[name, *(summarise(runs, None, metric) if (runs := results.get((name, fraction))) else "—"
@@ -169,14 +184,14 @@ def write_markdown(results: dict) -> None:
                     for name in names if (runs := results.get((name, fraction)))]
             lines += [f"#### {fraction:.0%} of training labels", "",
                       markdown.table(["arm", "seeds", "NORM", *LABELS], rows), ""]
-    lines.append(END)
+    lines.append(end)
     tables = "\n".join(lines)
     path = pathlib.Path(_OUTPUT.value)
-    text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + tables + text[text.index(END) + len(END):]
+    text = path.read_text() if path.is_file() else "# PTB-XL: pretrained vs from-scratch encoders under label scarcity\n\n"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + tables + text[text.index(end) + len(end):]
     else:
-        text = "# PTB-XL: pretrained vs from-scratch encoders under label scarcity\n\n" + tables + "\n"
+        text = text.rstrip("\n") + "\n\n" + tables + "\n"
     path.write_text(text)
     write_json(results)
 
