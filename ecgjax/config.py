@@ -1,7 +1,9 @@
 """Pretraining config pieces: every `configs/*.py` `get_config(arg)` builds on `base_config`.
 
 `arg` is a short string such as "patch=125,depth=4,width=512,runlocal" (the big_vision habit):
-keys set encoder shape, `runlocal` shrinks everything to a 2-core CPU.
+keys set encoder shape, `runlocal` shrinks everything to a 2-core CPU (a smoke run on the
+synthetic cohort), `cpu` is the recipe for real pretraining on 2 CPU cores (under an hour on a
+PTB-XL-sized store; benchmarks/ptbxl.md).
 """
 from __future__ import annotations
 
@@ -12,8 +14,14 @@ from ecgjax.data import augment, synthetic
 # What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
 _ARG_TYPES = {
     "patch": int, "depth": int, "width": int, "heads": int, "encoder": str, "method": str,
-    "batch": int, "steps": int, "seed": int, "runlocal": bool, "store": str, "stem": str,
+    "batch": int, "steps": int, "seed": int, "runlocal": bool, "store": str, "stem": str, "cpu": bool,
 }
+
+# `cpu`: the encoder and length that 2 CPU cores pretrain in under an hour (a conv-stem ViT
+# p125 d4 w256, or a ResNet18 of 16 base channels, batch 128, 2400 steps: ~40 epochs of PTB-XL's
+# 7.8 k training patients). Keys given beside `cpu` in `arg` win over these.
+CPU_RECIPE = dict(patch=125, depth=4, width=256, batch=128, steps=2400, stem="conv")
+CPU_CHAN_START = 16
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -45,12 +53,19 @@ def vit_heads(width: ml_collections.FieldReference) -> ml_collections.FieldRefer
 def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_collections.ConfigDict:
     """Everything a pretraining run needs; method configs edit the parts that differ and end
     with `finish(c)`, which applies `runlocal` last so it shrinks whatever they chose."""
-    a = parse_arg(arg, patch=125, depth=4, width=512, encoder=encoder, batch=256, steps=20_000,
-                  seed=0, runlocal=False, store="", method=method, stem="linear")
+    defaults = dict(patch=125, depth=4, width=512, encoder=encoder, batch=256, steps=20_000,
+                    seed=0, runlocal=False, cpu=False, store="", method=method, stem="linear")
+    a = parse_arg(arg, **defaults)
+    if a.cpu:
+        if a.runlocal:
+            raise ValueError(f"config arg {arg!r}: 'cpu' (real pretraining on 2 cores) and 'runlocal' "
+                             "(a smoke run) exclude each other")
+        a = parse_arg(arg, **{**defaults, **CPU_RECIPE})
     c = ml_collections.ConfigDict()
     c.seed = a.seed
     c.arg = arg or ""
     c.runlocal = a.runlocal
+    c.cpu = a.cpu
 
     c.data = ml_collections.ConfigDict()
     # An ingested store directory (python -m ecgjax.data.ingest ...); empty: the embedded
@@ -111,7 +126,20 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
 def finish(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.runlocal:
         apply_runlocal(c)
+    if c.cpu:
+        apply_cpu(c)
     return c
+
+
+def apply_cpu(c: ml_collections.ConfigDict) -> None:
+    """The optimisation of the `cpu` recipe, after the method's own choices: warm-up then cosine
+    (a constant 1e-4 does not converge in 2400 steps), in-process loading (2 worker processes
+    take cores from the step on a 2-core host: benchmarks/RESULTS.md "Host input path")."""
+    resnet = c.model.encoder.name != "vit1d"
+    if resnet:
+        c.model.encoder.chan_start = CPU_CHAN_START
+    c.optim.update(dict(schedule="warmup_cosine", lr=1e-3 if resnet else 5e-4, warmup_steps=100))
+    c.data.num_workers = 0
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> None:

@@ -39,3 +39,26 @@ def test_derived_values_follow_overrides():
     assert (c.model.encoder.heads, c.model.decoder.width) == (4, 256)
     c = _parse(f"--config={hybrid}:width=32")
     assert (c.model.encoder.heads, c.model.decoder.heads) == (1, 1)  # never 0 heads
+
+
+def test_cpu_recipe_sets_the_documented_run_and_explicit_keys_win():
+    """`cpu` is the 2-core pretraining recipe of benchmarks/ptbxl.md; a key beside it wins."""
+    hybrid = os.path.join(REPO, "configs", "hybrid.py")
+    c = _parse(f"--config={hybrid}:cpu,store=stores/ptbxl")
+    enc = c.model.encoder
+    assert (enc.patch, enc.depth, enc.width, enc.heads, enc.stem) == (125, 4, 256, 4, "conv")
+    assert (c.train.batch_size, c.train.num_steps, c.data.num_workers, c.data.store) == (128, 2400, 0, "stores/ptbxl")
+    assert (c.optim.schedule, c.optim.lr, c.optim.warmup_steps) == ("warmup_cosine", 5e-4, 100)
+    assert c.model.decoder.width == 128
+    c = _parse(f"--config={hybrid}:cpu,steps=600,stem=linear")
+    assert (c.train.num_steps, c.model.encoder.stem) == (600, "linear")
+    resnet = _parse(f"--config={os.path.join(REPO, 'configs', 'contrastive.py')}:cpu,encoder=resnet18")
+    assert (resnet.model.encoder.chan_start, resnet.optim.lr) == (16, 1e-3)
+
+
+def test_cpu_and_runlocal_exclude_each_other():
+    import pytest
+
+    hybrid = os.path.join(REPO, "configs", "hybrid.py")
+    with pytest.raises(Exception, match="exclude each other"):
+        _parse(f"--config={hybrid}:cpu,runlocal")
