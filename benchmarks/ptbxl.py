@@ -40,7 +40,6 @@ _HL = flags.DEFINE_string("hl", None, "HL ViT pretraining workdir.")
 _HL_CONV = flags.DEFINE_string("hl_conv", None, "HL ViT pretraining workdir of a conv-stem ViT (stem=conv; optional).")
 _CL = flags.DEFINE_string("cl", None, "CL ViT pretraining workdir (optional).")
 _CNN = flags.DEFINE_string("cnn", None, "Pretrained ResNet workdir (optional).")
-_CNN_CPU = flags.DEFINE_string("cnn_cpu", None, "ResNet pretrained with the `cpu` recipe (2400 steps; optional).")
 _CNN_ENCODER = flags.DEFINE_string("cnn_encoder", "configs/pclr_resnet.py", "ResNet of the supervised CNN arm.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where run JSONs go.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/ptbxl.md", "Markdown written here (JSON beside it).")
@@ -71,7 +70,7 @@ class Arm:
 
     @property
     def flag(self):
-        return {"hl": _HL, "hl_conv": _HL_CONV, "cl": _CL, "cnn": _CNN, "cnn_cpu": _CNN_CPU}.get(self.checkpoint)
+        return {"hl": _HL, "hl_conv": _HL_CONV, "cl": _CL, "cnn": _CNN}.get(self.checkpoint)
 
 
 ARMS = (
@@ -85,7 +84,6 @@ ARMS = (
     Arm("HL ViT conv-stem linear", "hl_conv", "pretrained", "linear"),
     Arm("HL ViT conv-stem fine-tune", "hl_conv", "pretrained", "finetune"),
     Arm("ViT conv-stem supervised from scratch", "hl_conv", "supervised", "finetune"),
-    Arm("CL ResNet18 CNN cpu-recipe fine-tune", "cnn_cpu", "pretrained", "finetune", cnn=True),
 )
 
 
