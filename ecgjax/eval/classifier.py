@@ -53,7 +53,9 @@ def default_optim() -> ml_collections.ConfigDict:
     """The fine-tuning recipe (README "Evaluation"; configs/probe.py uses it as is)."""
     return ml_collections.ConfigDict(dict(
         batch_size=64, eval_batch_size=256,
-        linear_epochs=30, linear_lr=1e-3, linear_weight_decay=0.0,   # linear head stage
+        # Linear head stage. A convex problem on fixed features: train it to convergence and let
+        # early stopping end it (at 30 epochs PTB-XL's validation AUROC was still rising).
+        linear_epochs=100, linear_lr=1e-3, linear_weight_decay=0.0,
         epochs=30, lr=1e-3, weight_decay=1e-4,                        # all weights
         warmup_epochs=1.0,        # linear warm-up, then cosine decay to 0 over `epochs`
         min_steps_per_epoch=20,   # an epoch repeats the records until it has this many batches
