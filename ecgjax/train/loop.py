@@ -118,7 +118,7 @@ class Trainer:
 # was built; the values they set are compared themselves. Not data.num_workers: Grain's saved
 # iterator state only restores into an iterator with the same number of workers.
 RESUMABLE_KEYS = frozenset({
-    "arg", "runlocal", "data.synthetic.cache_dir", "train.log_every", "train.checkpoint_every",
+    "arg", "runlocal", "cpu", "data.synthetic.cache_dir", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.num_devices",
 })
 
