@@ -163,6 +163,19 @@ def test_lead_adaptation_equivalence():
         registry.build_encoder(one).apply(one_vars, x, train=False), rtol=1e-4, atol=1e-5)
 
 
+def test_cut_leads_use_their_own_layer_decay():
+    """A 12-lead checkpoint cut to lead I fine-tunes with optim.layer_decay_new_leads; the same
+    checkpoint on its own 12 leads, and a random encoder on one lead, keep optim.layer_decay."""
+    optim = clf_lib.default_optim()
+    optim.layer_decay, optim.layer_decay_new_leads = 0.75, 0.9
+    pretrained = probe.EncoderSource(_tiny_vit(12), {"params": {}}, None, "HL", {}, "ckpt")
+    assert probe.optim_for_leads(optim, pretrained, ("I",)).layer_decay == 0.9
+    assert optim.layer_decay == 0.75  # the caller's recipe is not changed
+    assert probe.optim_for_leads(optim, pretrained, tasks.get_task("MI").leads).layer_decay == 0.75
+    random = probe.EncoderSource(_tiny_vit(12), None, None, None, {}, "")
+    assert probe.optim_for_leads(optim, random, ("I",)).layer_decay == 0.75
+
+
 @pytest.mark.parametrize("task,config", [
     (tasks.Task("hr", "regression", ("hr",), leads=("I", "II"), window_s=1.0), _tiny_vit(2)),
     # ResNet: BatchNorm statistics trained and saved

@@ -94,6 +94,19 @@ def last_pretrain_loss(workdir) -> dict:
     return {part: float(last[part]) for part in runs_lib.LOSS_PARTS if part in last}
 
 
+def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource, input_leads) -> ml_collections.ConfigDict:
+    """The recipe with layer_decay_new_leads as its layer_decay when a pretrained encoder's first
+    layer was cut (or widened) to other leads than it was trained on."""
+    trained_leads = int(source.config.get("in_leads") or 12)
+    if source.variables is None or trained_leads == len(input_leads):
+        return optim
+    optim = ml_collections.ConfigDict(optim.to_dict())
+    logger.info("leads %d -> %d: layer-wise lr decay %g (optim.layer_decay_new_leads) instead of %g",
+                trained_leads, len(input_leads), optim.layer_decay_new_leads, optim.layer_decay)
+    optim.layer_decay = float(optim.layer_decay_new_leads)
+    return optim
+
+
 def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
     """The checkpoint's encoder (weights only for init 'pretrained'), or the architecture of
     config.encoder_config when no checkpoint is given (baselines only)."""
@@ -246,6 +259,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     output_dir.mkdir(parents=True, exist_ok=True)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
+    optim = optim_for_leads(config.optim, source, input_leads)
     logger.info("probe %s on %s (%s): train %d, val %d, test %d records", run_mode, task.name, task.type,
                 len(data["train"]), len(data["val"]), len(data["test"]))
     case_ratio = float(config.case_ratio) or None
@@ -254,7 +268,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
         model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
-                                          training_mode(run_mode), config.optim, seed, fs=store.fs,
+                                          training_mode(run_mode), optim, seed, fs=store.fs,
                                           protocol=config.protocol)
         val, test = data["val"], data["test"]
         score_records = functools.partial(model.record_scores, stride_s=float(config.protocol.stride_s) or None,
