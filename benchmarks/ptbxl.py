@@ -6,7 +6,7 @@
 Arms (003 Tables 4-5, plus the field's supervised CNN): linear probe and fine-tuning of the HL ViT,
 fine-tuning of the CL ViT, a linear probe of the same ViT at random initialisation, that ViT and the
 ResNet trained supervised from scratch (the published baseline's reproduction), and the pretrained
-ResNet fine-tuned. Arms whose checkpoint flag is not given are skipped. Every arm uses the
+ResNet, linear probe and fine-tuned. Arms whose checkpoint flag is not given are skipped. Every arm uses the
 defaults of configs/probe.py (windowed protocol and fine-tuning recipe) on the 5-label
 diagnostic-superclass task at 1%, 10% and 100% of the training patients (patient-level, nested,
 fixed seeds), selected on the validation fold, scored on the test fold with patient-level
@@ -80,6 +80,7 @@ ARMS = (
     Arm("ViT random-init linear", "hl", "random", "linear"),
     Arm("ViT supervised from scratch", "hl", "supervised", "finetune"),
     Arm("ResNet18 CNN supervised from scratch", None, "supervised", "finetune", cnn=True),
+    Arm("CL ResNet18 CNN linear", "cnn", "pretrained", "linear", cnn=True),
     Arm("CL ResNet18 CNN fine-tune", "cnn", "pretrained", "finetune", cnn=True),
     Arm("HL ViT conv-stem linear", "hl_conv", "pretrained", "linear"),
     Arm("HL ViT conv-stem fine-tune", "hl_conv", "pretrained", "finetune"),

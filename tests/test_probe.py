@@ -167,9 +167,13 @@ def test_cut_leads_use_their_own_layer_decay():
     """A 12-lead checkpoint cut to lead I fine-tunes with optim.layer_decay_new_leads; the same
     checkpoint on its own 12 leads, and a random encoder on one lead, keep optim.layer_decay."""
     optim = clf_lib.default_optim()
-    optim.layer_decay, optim.layer_decay_new_leads = 0.75, 0.9
+    optim.layer_decay, optim.layer_decay_resnet, optim.layer_decay_new_leads = 0.75, 0.8, 0.9
+    resnet = dict(name="resnet18", chan_start=4, in_leads=12, num_samples=250)
+    assert clf_lib.pretrained_layer_decay(optim, _tiny_vit(12)) == 0.75
+    assert clf_lib.pretrained_layer_decay(optim, resnet) == 0.8
     pretrained = probe.EncoderSource(_tiny_vit(12), {"params": {}}, None, "HL", {}, "ckpt")
-    assert probe.optim_for_leads(optim, pretrained, ("I",)).layer_decay == 0.9
+    cut = probe.optim_for_leads(optim, pretrained, ("I",))
+    assert clf_lib.pretrained_layer_decay(cut, _tiny_vit(1)) == clf_lib.pretrained_layer_decay(cut, resnet) == 0.9
     assert optim.layer_decay == 0.75  # the caller's recipe is not changed
     assert probe.optim_for_leads(optim, pretrained, tasks.get_task("MI").leads).layer_decay == 0.75
     random = probe.EncoderSource(_tiny_vit(12), None, None, None, {}, "")

@@ -101,9 +101,9 @@ def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource, inp
     if source.variables is None or trained_leads == len(input_leads):
         return optim
     optim = ml_collections.ConfigDict(optim.to_dict())
-    logger.info("leads %d -> %d: layer-wise lr decay %g (optim.layer_decay_new_leads) instead of %g",
-                trained_leads, len(input_leads), optim.layer_decay_new_leads, optim.layer_decay)
-    optim.layer_decay = float(optim.layer_decay_new_leads)
+    logger.info("leads %d -> %d: layer-wise lr decay %g (optim.layer_decay_new_leads)",
+                trained_leads, len(input_leads), optim.layer_decay_new_leads)
+    optim.layer_decay = optim.layer_decay_resnet = float(optim.layer_decay_new_leads)
     return optim
 
 
