@@ -6,8 +6,8 @@
 Arms (003 Tables 4-5, plus the field's supervised CNN): linear probe and fine-tuning of the HL ViT,
 fine-tuning of the CL ViT, a linear probe of the same ViT at random initialisation, that ViT and the
 ResNet trained supervised from scratch (the published baseline's reproduction), and the pretrained
-ResNet, linear probe and fine-tuned. Arms whose checkpoint flag is not given are skipped. Every arm uses the
-defaults of configs/probe.py (windowed protocol and fine-tuning recipe) on the 5-label
+ResNet, linear probe and fine-tuned. Arms whose checkpoint flag is not given are skipped. Every
+arm uses the defaults of configs/probe.py (windowed protocol and fine-tuning recipe) on the 5-label
 diagnostic-superclass task at 1%, 10% and 100% of the training patients (patient-level, nested,
 fixed seeds), selected on the validation fold, scored on the test fold with patient-level
 bootstrap 95% CIs. Re-running skips (arm, fraction) pairs already done. Writes the Markdown tables

@@ -76,10 +76,13 @@ class Optimizer:
         return optax.chain(*parts) if len(parts) > 1 else parts[0]
 
 
+def is_vit(encoder_config) -> bool:
+    return str(dict(encoder_config).get("name", "")) == "vit1d"
+
+
 def encoder_layers(encoder_config) -> int:
     """Blocks of a ViT (its depth) or stages of a ResNet (4): the layers of layer-wise lr decay."""
-    name = str(dict(encoder_config).get("name", ""))
-    return int(dict(encoder_config).get("depth") or 4) if name == "vit1d" else 4
+    return int(dict(encoder_config).get("depth") or 4) if is_vit(encoder_config) else 4
 
 
 @functools.lru_cache(maxsize=32)

@@ -14,8 +14,8 @@ training records' sliding windows (computed once, each window labelled with its 
 'finetune' then trains all weights, 'supervised' trains all weights from random init. All-weights
 training uses AdamW with a linear warm-up and cosine decay over the planned steps, optional
 on-device augmentation of the crops, stochastic depth (ViT `drop_path`) and layer-wise learning-
-rate decay of pretrained encoders (`layer_decay` for ViTs, `layer_decay_resnet`), class-balanced losses for multiclass tasks, and
-early stopping: after every epoch the validation records are scored, the best epoch's weights are
+rate decay of pretrained encoders (`layer_decay` for ViTs, `layer_decay_resnet` for ResNets),
+class-balanced losses for multiclass tasks, and early stopping: after every epoch the validation records are scored, the best epoch's weights are
 kept, and training stops after `patience` epochs without improvement. The selection score is
 AUROC / macro AUROC / macro F1 / -MAE by task type (-loss where undefined).
 
@@ -36,7 +36,7 @@ from ecgjax.data.augment import DEFAULT_AUGMENTATION
 from ecgjax.downstream import network, windows as windows_lib
 from ecgjax.downstream.heads import Head, balanced_weights, head_outputs, head_scores
 from ecgjax.downstream.model import TrainedModel, new_model
-from ecgjax.downstream.step import Optimizer, encoder_layers, train_step
+from ecgjax.downstream.step import Optimizer, encoder_layers, is_vit, train_step
 from ecgjax.eval import metrics as metrics_lib
 from ecgjax.eval.tasks import Task
 
@@ -198,8 +198,7 @@ def _window_features(model: TrainedModel, records: _Records, window: int, stride
 def pretrained_layer_decay(settings, encoder_config) -> float:
     """The recipe's layer-wise lr decay for this encoder: layer_decay for a ViT, layer_decay_resnet
     for the ResNets."""
-    vit = str(dict(encoder_config).get("name", "")) == "vit1d"
-    return float(settings.layer_decay if vit else settings.layer_decay_resnet)
+    return float(settings.layer_decay if is_vit(encoder_config) else settings.layer_decay_resnet)
 
 
 def train_classifier(encoder_config, encoder_variables: dict | None, train, val, task: Task,
@@ -281,7 +280,8 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         optimizer = Optimizer(float(settings.lr), float(settings.weight_decay),
                               warmup_steps=min(int(float(settings.warmup_epochs) * steps_per_epoch), total - 1),
                               decay_steps=total, clip_norm=float(settings.clip_norm),
-                              layer_decay=pretrained_layer_decay(settings, model.encoder_config) if pretrained else 1.0,
+                              layer_decay=(pretrained_layer_decay(settings, model.encoder_config)
+                                           if pretrained else 1.0),
                               num_layers=encoder_layers(model.encoder_config))
 
         def crop_batches(epoch):
