@@ -94,7 +94,8 @@ def last_pretrain_loss(workdir) -> dict:
     return {part: float(last[part]) for part in runs_lib.LOSS_PARTS if part in last}
 
 
-def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource, input_leads) -> ml_collections.ConfigDict:
+def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource,
+                    input_leads) -> ml_collections.ConfigDict:
     """The recipe with layer_decay_new_leads as its layer_decay when a pretrained encoder's first
     layer was cut (or widened) to other leads than it was trained on."""
     trained_leads = int(source.config.get("in_leads") or 12)
@@ -134,6 +135,9 @@ def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
     return dataclasses.replace(arrays, x=x)
 
 
+LAYER_DECAYS = ("layer_decay", "layer_decay_resnet", "layer_decay_new_leads")
+
+
 def check_recipe(config) -> None:
     """One-line errors, before any work, for protocol / optim values the training would trip on."""
     p, o = config.protocol, config.optim
@@ -141,6 +145,7 @@ def check_recipe(config) -> None:
                 if float(p[key]) < 0]
     problems += [f"--config.optim.{key}={o[key]}: must be >= 1" for key in ("epochs", "batch_size")
                  if int(o[key]) < 1]
+    problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
     if int(p.crops_per_record) < 1:
         problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
     if p.aggregation not in AGGREGATIONS:
