@@ -56,6 +56,19 @@ def test_cpu_recipe_sets_the_documented_run_and_explicit_keys_win():
     assert (resnet.model.encoder.chan_start, resnet.optim.lr) == (16, 1e-3)
 
 
+def test_cl_resnet_is_the_measured_recipe_and_arg_keys_win():
+    """configs/cl_resnet.py is the run behind benchmarks/ptbxl.md's best pretrained arm."""
+    cl_resnet = os.path.join(REPO, "configs", "cl_resnet.py")
+    c = _parse(f"--config={cl_resnet}:store=stores/ptbxl")
+    assert (c.model.encoder.name, c.model.encoder.chan_start, c.objective.method) == ("resnet18", 16, "cl")
+    weights = c.objective.weights
+    assert (weights.patient, weights.sample, weights.interlead, weights.reconstruction) == (1.0, 1.0, 1.0, 0.0)
+    assert (c.train.batch_size, c.train.num_steps, c.data.num_workers) == (128, 600, 0)
+    assert (c.optim.schedule, c.optim.lr, c.optim.warmup_steps) == ("warmup_cosine", 1e-3, 50)
+    c = _parse(f"--config={cl_resnet}:batch=64,steps=1200", "--config.objective.weights.interlead=0.5")
+    assert (c.train.batch_size, c.train.num_steps, c.objective.weights.interlead) == (64, 1200, 0.5)
+
+
 def test_cpu_and_runlocal_exclude_each_other():
     import pytest
 

@@ -12,7 +12,7 @@ import pytest
 from ecgjax.data import ingest, readers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ("hybrid", "contrastive", "generative", "cpc", "pclr_resnet")
+CONFIGS = ("hybrid", "contrastive", "generative", "cpc", "pclr_resnet", "cl_resnet")
 
 
 def run_pretrain(config: str, workdir, *overrides: str) -> subprocess.CompletedProcess:
@@ -41,7 +41,8 @@ def synthetic_cache(tmp_path_factory):
 
 
 PARTS = {"hybrid": ("reconstruction", "patient", "sample"), "contrastive": ("patient", "sample"),
-         "generative": ("reconstruction",), "cpc": ("cpc",), "pclr_resnet": ("patient", "nt_xent")}
+         "generative": ("reconstruction",), "cpc": ("cpc",), "pclr_resnet": ("patient", "nt_xent"),
+         "cl_resnet": ("patient", "sample", "interlead")}
 
 
 @pytest.mark.parametrize("config", CONFIGS)
