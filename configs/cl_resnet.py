@@ -9,7 +9,7 @@ training patients, 0.788 for the same ResNet from scratch; 0.925 at 100%, level 
 Patient- and sample-level InfoNCE on 10 s views (003) plus 002's interlead term (the anchor seen
 through its limb leads only and through its precordial leads only are positives), batch 128 for
 600 steps, warm-up (50 steps) then cosine from lr 1e-3: 22 min on 2 CPU cores. Longer runs,
-temporal views, a MoCo queue or a weight of 2 on the interlead term did not fine-tune better
+temporal views, a MoCo queue, twice the width or a weight of 2 on the interlead term did not fine-tune better
 under label scarcity (benchmarks/ptbxl.md). Loading is in-process (the 2-core measurement); on a
 bigger host add --config.data.num_workers=N. Keys in `arg` (batch=, steps=, encoder=, ...) win.
 """
