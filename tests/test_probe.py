@@ -250,3 +250,34 @@ def test_empty_split_stops_probe_and_diagnose_before_any_work(checkpoint, tmp_pa
     with pytest.raises(UserError, match="test split is empty .*pass --folds=1-7,8,9$"):
         diagnose.run_diagnostics(checkpoint, "MI", tmp_path / "diagnose", store=str(store.path))
     assert not (tmp_path / "probe").exists() and not (tmp_path / "diagnose").exists()
+
+
+def test_self_distillation_learns_from_teacher_labels_and_keeps_the_better_model():
+    """distill_epochs > 0: the fine-tuned teacher labels the unlabelled pool (whose own labels are
+    never read: NaN here), a student trains on both (two rounds here: the kept model teaches the
+    second), and the model kept is the one of the best validation score over all epochs."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I", "II"), window_s=1.0)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64).astype(np.float32)
+    x = rng.standard_normal((64, 250, 2)).astype(np.float32) + 2.0 * y[:, None, None]  # separable
+    pool = (x[24:], np.full(40, np.nan, np.float32))
+    config = dict(name="resnet18", chan_start=4, in_leads=2, num_samples=250)
+    model, history = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, "supervised",
+                                              dict(TINY_OPTIM, batch_size=8, epochs=2, distill_epochs=2,
+                                                   distill_rounds=2), seed=0, unlabelled=pool)
+    assert [h["stage"] for h in history] == ["finetune"] * 2 + ["distill"] * 4
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    kept = clf_lib.selection_score(task, y[8:24], model.record_scores(x[8:24])["af"])
+    assert kept == pytest.approx(max(h["val_score"] for h in history), abs=1e-6)
+    # Without a pool (or with distill_epochs 0) there is no distill stage.
+    _, plain = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, "supervised",
+                                        dict(TINY_OPTIM, batch_size=8, epochs=2, distill_epochs=2), seed=0)
+    assert [h["stage"] for h in plain] == ["finetune"] * 2
+
+
+def test_teacher_targets_by_task_type():
+    multiclass = tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A", "O"), leads=("I",), window_s=1.0)
+    scores = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]], np.float32)
+    np.testing.assert_array_equal(clf_lib.teacher_targets(multiclass, scores), [1, 0])
+    binary = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    np.testing.assert_array_equal(clf_lib.teacher_targets(binary, np.array([0.25, 0.75])), [0.25, 0.75])

@@ -18,6 +18,9 @@ rate decay of pretrained encoders (`layer_decay` for ViTs, `layer_decay_resnet` 
 class-balanced losses for multiclass tasks, and early stopping: after every epoch the validation records are scored, the best epoch's weights are
 kept, and training stops after `patience` epochs without improvement. The selection score is
 AUROC / macro AUROC / macro F1 / -MAE by task type (-loss where undefined).
+With `distill_epochs` and a pool of unlabelled records, a 'distill' stage follows (SimCLRv2's
+self-distillation): the trained model labels the pool and a student trains on both (see
+default_optim).
 
 Regression targets are standardised with the training mean and std for the loss (the head's
 scale); predictions are in the original units.
@@ -71,6 +74,14 @@ def default_optim() -> ml_collections.ConfigDict:
         layer_decay_new_leads=1.0,
         drop_path=0.1,            # ViT stochastic depth while training all weights
         class_weighting="balanced",  # multiclass loss: none | balanced
+        # Self-distillation on the unlabelled training records (SimCLRv2's third step, Chen et al.
+        # 2020): after fine-tuning, the model (teacher) labels the records the labelled subset left
+        # out, and a student started like the teacher (pretrained encoder + linear head, or random
+        # weights for 'supervised') trains all weights on labelled + teacher-labelled crops. The
+        # student replaces the teacher only if its validation score is better. 0 = off; an epoch
+        # is one pass over labelled + unlabelled records. Each further round makes the kept model
+        # the next teacher (Noisy Student, Xie et al. 2020).
+        distill_epochs=0, distill_rounds=1,
     ))
 
 
@@ -145,14 +156,23 @@ class _Records:
     def __len__(self) -> int:
         return len(self.y)
 
+    def concat(self, other: "_Records") -> "_Records":
+        """Both sets of records, rows zero-padded to the longer of the two."""
+        width = max(self.x.shape[1], other.x.shape[1])
+        x = [np.pad(r.x, ((0, 0), (0, width - r.x.shape[1]), (0, 0))) for r in (self, other)]
+        joined = _Records((np.concatenate(x), np.concatenate([self.y, other.y])))
+        joined.lengths = np.concatenate([self.lengths, other.lengths])
+        return joined
+
 
 def _fit(model: TrainedModel, stage: str, epochs: int, optimizer: Optimizer, batches, val_score, patience: int,
-         seed: int, history: list, augmentation: dict | None = None) -> None:
-    """Epochs of the shared train step on one head; keeps the variables of the best validation epoch
-    and stops after `patience` epochs without a better one (0: never).
+         seed: int, history: list, augmentation: dict | None = None, to_beat: tuple | None = None) -> None:
+    """Epochs of the shared train step on one head, from model.variables; keeps the variables of the
+    best validation epoch and stops after `patience` epochs without a better one (0: never).
 
-    stage 'linear': the head alone on fixed features; 'finetune': all weights on windows.
+    stage 'linear': the head alone on fixed features; else all weights on windows.
     batches(epoch) -> iterable of (inputs [B, ...], targets [B, ...]); val_score(variables) -> score.
+    to_beat: (score, variables) kept unless an epoch scores better (None: keep the best epoch).
     """
     (head,) = model.heads
     frozen = stage == "linear"
@@ -164,7 +184,7 @@ def _fit(model: TrainedModel, stage: str, epochs: int, optimizer: Optimizer, bat
     batch_stats = variables.get("batch_stats")
     opt_state = tx.init(params)
     key = jax.random.PRNGKey(seed)
-    best, best_epoch = (-math.inf, variables), -1
+    best, best_epoch = to_beat or (-math.inf, variables), -1
     for epoch in range(epochs):
         losses = []
         for inputs, targets in batches(epoch):
@@ -201,8 +221,18 @@ def pretrained_layer_decay(settings, encoder_config) -> float:
     return float(settings.layer_decay if is_vit(encoder_config) else settings.layer_decay_resnet)
 
 
+def teacher_targets(task: Task, scores: np.ndarray) -> np.ndarray:
+    """What a student learns from its teacher's record scores: the probabilities themselves
+    (binary [N], multilabel [N, C]: sigmoid cross-entropy takes soft targets), the most probable
+    class (multiclass [N]) or the predicted value (regression [N])."""
+    if task.type == "multiclass":
+        return np.argmax(scores, axis=-1).astype(np.int32)
+    return np.asarray(scores, np.float32)
+
+
 def train_classifier(encoder_config, encoder_variables: dict | None, train, val, task: Task,
-                     mode: str = "finetune", optim=None, seed: int = 0, *, fs: float = 250.0, protocol=None):
+                     mode: str = "finetune", optim=None, seed: int = 0, *, fs: float = 250.0, protocol=None,
+                     unlabelled=None):
     """Trains a new head (and, by mode, the encoder) on one task.
 
     Args:
@@ -214,6 +244,8 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         int, regression [N]).
       mode: 'linear' (frozen encoder, window features computed once), 'finetune' (head first, then
         all weights), 'supervised' (all weights from the start).
+      unlabelled: records whose labels are withheld (TaskArrays or (x, y); y is never read), for
+        self-distillation (optim.distill_epochs > 0) after 'finetune' / 'supervised'.
       optim, protocol: ConfigDicts/dicts overriding `default_optim()` / `default_protocol()` fields;
         protocol.window_s 0 = the encoder's input length (num_samples / fs); the window is capped at
         that length and at the longest record.
@@ -273,30 +305,45 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
              Optimizer(float(settings.linear_lr), float(settings.linear_weight_decay)), linear_batches,
              linear_score, int(settings.patience), seed, history)
     if mode in ("finetune", "supervised"):
-        crops = max(int(windowing.crops_per_record), 1)
-        steps_per_epoch = max((len(train) * crops) // batch_size, int(settings.min_steps_per_epoch), 1)
-        total = steps_per_epoch * int(settings.epochs)
         pretrained = mode == "finetune" and encoder_variables is not None
-        optimizer = Optimizer(float(settings.lr), float(settings.weight_decay),
-                              warmup_steps=min(int(float(settings.warmup_epochs) * steps_per_epoch), total - 1),
-                              decay_steps=total, clip_norm=float(settings.clip_norm),
-                              layer_decay=(pretrained_layer_decay(settings, model.encoder_config)
-                                           if pretrained else 1.0),
-                              num_layers=encoder_layers(model.encoder_config))
-
-        def crop_batches(epoch):
-            del epoch
-            for idx in _epoch_batches(len(train) * crops, batch_size, rng, steps_per_epoch):
-                idx = idx % len(train)
-                yield windows_lib.random_crops(train.x[idx], train.lengths[idx], window, rng), train.y[idx]
+        start = jax.device_get(model.variables)   # the student of self-distillation starts here too
+        augmentation = network.config_dict(windowing.augmentation) if windowing.augment else None
 
         def finetune_score(variables):
             model.variables = variables
             logits, owner = model.window_logits(val.x, val.lengths, stride / fs)
             return record_score(head_scores(head, logits[head.name]), owner)
 
-        _fit(model, "finetune", int(settings.epochs), optimizer, crop_batches, finetune_score,
-             int(settings.patience), seed, history,
-             network.config_dict(windowing.augmentation) if windowing.augment else None)
+        def train_all_weights(stage: str, records: _Records, epochs: int, to_beat=None):
+            crops = max(int(windowing.crops_per_record), 1)
+            steps_per_epoch = max((len(records) * crops) // batch_size, int(settings.min_steps_per_epoch), 1)
+            total = steps_per_epoch * epochs
+            optimizer = Optimizer(float(settings.lr), float(settings.weight_decay),
+                                  warmup_steps=min(int(float(settings.warmup_epochs) * steps_per_epoch), total - 1),
+                                  decay_steps=total, clip_norm=float(settings.clip_norm),
+                                  layer_decay=(pretrained_layer_decay(settings, model.encoder_config)
+                                               if pretrained else 1.0),
+                                  num_layers=encoder_layers(model.encoder_config))
+
+            def crop_batches(epoch):
+                del epoch
+                for idx in _epoch_batches(len(records) * crops, batch_size, rng, steps_per_epoch):
+                    idx = idx % len(records)
+                    yield windows_lib.random_crops(records.x[idx], records.lengths[idx], window, rng), records.y[idx]
+
+            _fit(model, stage, epochs, optimizer, crop_batches, finetune_score, int(settings.patience), seed,
+                 history, augmentation, to_beat)
+
+        train_all_weights("finetune", train, int(settings.epochs))
+        pool = _Records(unlabelled) if unlabelled is not None else None
+        distilling = bool(int(settings.distill_epochs)) and pool is not None and len(pool) > 0
+        for round_ in range(int(settings.distill_rounds) if distilling else 0):
+            teacher = (finetune_score(model.variables), model.variables)
+            scores = model.record_scores(pool.x, pool.lengths, stride_s=stride / fs, aggregation=windowing.aggregation)
+            pool.y = teacher_targets(task, scores[task.name]).astype(train.y.dtype)
+            logger.info("self-distillation round %d: %d labelled + %d teacher-labelled records (teacher validation "
+                        "%.4f)", round_ + 1, len(train), len(pool), teacher[0])
+            model.variables = start
+            train_all_weights("distill", train.concat(pool), int(settings.distill_epochs), to_beat=teacher)
     model.history = history
     return model, history

@@ -145,6 +145,8 @@ def check_recipe(config) -> None:
                 if float(p[key]) < 0]
     problems += [f"--config.optim.{key}={o[key]}: must be >= 1" for key in ("epochs", "batch_size")
                  if int(o[key]) < 1]
+    problems += [f"--config.optim.{key}={o[key]}: must be >= 0 (0 = no self-distillation)"
+                 for key in ("distill_epochs", "distill_rounds") if int(o[key]) < 0]
     problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
     if int(p.crops_per_record) < 1:
         problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
@@ -272,9 +274,12 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
+        # The training records the subset left out, labels withheld: self-distillation's pool.
+        unlabelled = (data["train"].subset(~np.isin(data["train"].record_index, train.record_index))
+                      if int(optim.distill_epochs) else None)
         model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
                                           training_mode(run_mode), optim, seed, fs=store.fs,
-                                          protocol=config.protocol)
+                                          protocol=config.protocol, unlabelled=unlabelled)
         val, test = data["val"], data["test"]
         score_records = functools.partial(model.record_scores, stride_s=float(config.protocol.stride_s) or None,
                                           aggregation=config.protocol.aggregation)
