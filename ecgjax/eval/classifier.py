@@ -156,11 +156,13 @@ class _Records:
     def __len__(self) -> int:
         return len(self.y)
 
-    def concat(self, other: "_Records") -> "_Records":
-        """Both sets of records, rows zero-padded to the longer of the two."""
+    def plus_unlabelled(self, other: "_Records") -> "_Records":
+        """Both sets of records, rows zero-padded to the longer of the two; the other's targets are
+        zeros of this one's shape and type (a caller writes them)."""
         width = max(self.x.shape[1], other.x.shape[1])
         x = [np.pad(r.x, ((0, 0), (0, width - r.x.shape[1]), (0, 0))) for r in (self, other)]
-        joined = _Records((np.concatenate(x), np.concatenate([self.y, other.y])))
+        joined = _Records((np.concatenate(x), np.concatenate([self.y, np.zeros((len(other),) + self.y.shape[1:],
+                                                                                self.y.dtype)])))
         joined.lengths = np.concatenate([self.lengths, other.lengths])
         return joined
 
@@ -337,13 +339,15 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         train_all_weights("finetune", train, int(settings.epochs))
         pool = _Records(unlabelled) if unlabelled is not None else None
         distilling = bool(int(settings.distill_epochs)) and pool is not None and len(pool) > 0
+        # Labelled rows first, then the pool's, whose targets each round's teacher writes.
+        students = train.plus_unlabelled(pool) if distilling else None
         for round_ in range(int(settings.distill_rounds) if distilling else 0):
             teacher = (finetune_score(model.variables), model.variables)
             scores = model.record_scores(pool.x, pool.lengths, stride_s=stride / fs, aggregation=windowing.aggregation)
-            pool.y = teacher_targets(task, scores[task.name]).astype(train.y.dtype)
+            students.y[len(train):] = teacher_targets(task, scores[task.name]).astype(train.y.dtype)
             logger.info("self-distillation round %d: %d labelled + %d teacher-labelled records (teacher validation "
                         "%.4f)", round_ + 1, len(train), len(pool), teacher[0])
             model.variables = start
-            train_all_weights("distill", train.concat(pool), int(settings.distill_epochs), to_beat=teacher)
+            train_all_weights("distill", students, int(settings.distill_epochs), to_beat=teacher)
     model.history = history
     return model, history
