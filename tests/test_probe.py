@@ -80,6 +80,17 @@ def test_modes_write_runs(checkpoint, syn_store, tmp_path, init, mode, task, exp
     assert (tmp_path / f"summary_{task}_{expected}.json").is_file()
 
 
+def test_probe_distils_on_the_records_the_labelled_subset_leaves_out(checkpoint, syn_store, tmp_path):
+    full = probe.run_probe(_config(checkpoint=checkpoint, task="age", leads="II", mode="finetune",
+                                   **{"data.store": str(syn_store.path)}), tmp_path / "full")[0]
+    config = _config(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5,
+                     **{"data.store": str(syn_store.path), "optim.distill_epochs": 1})
+    run = probe.run_probe(config, tmp_path / "half")[0]
+    assert run["extra"]["n_train"] < full["extra"]["n_train"]
+    assert run["extra"]["epochs_run"] == {"linear": 3, "finetune": 1, "distill": 1}
+    assert "distill" not in full["extra"]["epochs_run"]  # off by default
+
+
 def test_cli_entry_point(checkpoint, syn_store, tmp_path):
     args = [sys.executable, os.path.join(REPO, "experiments/probe.py"),
             "--config=" + os.path.join(REPO, "configs/probe.py:runlocal"), f"--config.checkpoint={checkpoint}",
