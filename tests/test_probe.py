@@ -295,3 +295,21 @@ def test_teacher_targets_by_task_type():
     np.testing.assert_array_equal(clf_lib.teacher_targets(multiclass, scores), [1, 0])
     binary = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
     np.testing.assert_array_equal(clf_lib.teacher_targets(binary, np.array([0.25, 0.75])), [0.25, 0.75])
+
+
+def test_the_student_trains_on_the_teacher_targets(monkeypatch):
+    """What teacher_targets returns is what the pool's rows are trained on: two runs that differ
+    only in those targets (all 0 vs all 1) differ in the student's loss."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 40).astype(np.float32)
+    x = rng.standard_normal((40, 250, 1)).astype(np.float32)
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    losses = []
+    for value in (0.0, 1.0):
+        monkeypatch.setattr(clf_lib, "teacher_targets", lambda task, scores, v=value: np.full(len(scores), v))
+        _, history = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "supervised",
+                                              dict(TINY_OPTIM, batch_size=8, distill_epochs=1), seed=0,
+                                              unlabelled=(x[16:], y[16:]))
+        losses.append([h["train_loss"] for h in history if h["stage"] == "distill"])
+    assert losses[0] and losses[0] != losses[1]
