@@ -289,6 +289,65 @@ def test_self_distillation_learns_from_teacher_labels_and_keeps_the_better_model
     assert [h["stage"] for h in plain] == ["finetune"] * 2
 
 
+def test_an_ensemble_teacher_labels_the_pool_with_the_mean_of_its_members(monkeypatch):
+    """teacher_ensemble=3: two more models are trained by the same recipe from other seeds (without
+    distillation of their own), and the pool's targets are the mean of the three models' scores."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 40).astype(np.float32)
+    x = rng.standard_normal((40, 250, 1)).astype(np.float32) + y[:, None, None]
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    calls, pool_scores, targets = [], [], []
+    train_classifier, record_scores = clf_lib.train_classifier, clf_lib.TrainedModel.record_scores
+
+    def spy_train(*args, **kwargs):
+        calls.append((args[7], dict(args[6])["distill_epochs"]))   # seed, distill_epochs
+        return train_classifier(*args, **kwargs)
+
+    def spy_scores(model, records, *args, **kwargs):
+        scores = record_scores(model, records, *args, **kwargs)
+        if len(records) == 24:   # the pool
+            pool_scores.append((id(model), scores["af"]))
+        return scores
+
+    monkeypatch.setattr(clf_lib, "train_classifier", spy_train)
+    monkeypatch.setattr(clf_lib.TrainedModel, "record_scores", spy_scores)
+    monkeypatch.setattr(clf_lib, "teacher_targets", lambda task, scores: targets.append(scores) or scores)
+    _, history = train_classifier(config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "supervised",
+                                  dict(TINY_OPTIM, batch_size=8, distill_epochs=1, teacher_ensemble=3), seed=5,
+                                  unlabelled=(x[16:], np.full(24, np.nan)))
+    assert calls == [(1005, 0), (2005, 0)]
+    assert len({model for model, _ in pool_scores}) == 3
+    np.testing.assert_allclose(targets[0], np.mean([scores for _, scores in pool_scores], axis=0), rtol=1e-6)
+    assert [h["stage"] for h in history] == ["finetune", "distill"]
+
+
+def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
+    """wise_ft=4: after fine-tuning a pretrained encoder, the weights 3/4, 1/2 and 1/4 of the way back
+    to the linear-probed model are scored on validation, and the model kept scores the best of them
+    and of the fine-tuned epochs; a model trained from scratch has no such start and skips it."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 48).astype(np.float32)
+    x = rng.standard_normal((48, 250, 1)).astype(np.float32) + y[:, None, None]
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    encoder = registry.build_encoder(config).init(jax.random.PRNGKey(0), registry.example_input(config, 2),
+                                                  train=False)
+    optim = dict(TINY_OPTIM, batch_size=8, epochs=3, wise_ft=4)
+    model, history = clf_lib.train_classifier(config, encoder, (x[:16], y[:16]), (x[16:], y[16:]), task,
+                                              "finetune", optim, seed=0)
+    wise = [h["val_score"] for h in history if h["stage"] == "wise_ft"]
+    assert [h["epoch"] for h in history if h["stage"] == "wise_ft"] == [1, 2, 3]
+    assert len(set(wise)) > 1   # the interpolations are different models
+    tuned = [h["val_score"] for h in history if h["stage"] in ("finetune", "wise_ft")]
+    # The kept weights re-scored by the same code in the same process: equal on any CPU.
+    kept = clf_lib.selection_score(task, y[16:], model.record_scores(x[16:])[task.name])
+    assert kept == pytest.approx(max(tuned), abs=1e-6)
+    _, scratch = clf_lib.train_classifier(config, None, (x[:16], y[:16]), (x[16:], y[16:]), task, "supervised",
+                                          optim, seed=0)
+    assert "wise_ft" not in {h["stage"] for h in scratch}
+
+
 def test_teacher_targets_by_task_type():
     multiclass = tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A", "O"), leads=("I",), window_s=1.0)
     scores = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]], np.float32)

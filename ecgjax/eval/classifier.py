@@ -82,6 +82,15 @@ def default_optim() -> ml_collections.ConfigDict:
         # is one pass over labelled + unlabelled records. Each further round makes the kept model
         # the next teacher (Noisy Student, Xie et al. 2020).
         distill_epochs=0, distill_rounds=1,
+        # The first round's teacher: the mean scores of this many models fine-tuned by the same
+        # recipe from other seeds (this one included); a student distils an ensemble into one model.
+        teacher_ensemble=1,
+        # Weight-space ensembling of a fine-tuned pretrained model (WiSE-FT, Wortsman et al. 2022):
+        # after each all-weights stage, the interpolations (1 - a) * linear-probed + a * fine-tuned
+        # weights for a = 1/n ... (n-1)/n are scored on validation and the best of them and the
+        # fine-tuned model is kept. 0 = off; 'supervised' and random-init runs have nothing to
+        # interpolate towards and skip it.
+        wise_ft=0,
     ))
 
 
@@ -336,18 +345,42 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
             _fit(model, stage, epochs, optimizer, crop_batches, finetune_score, int(settings.patience), seed,
                  history, augmentation, to_beat)
 
+        def interpolate_with_start(stage: str):
+            kept = (finetune_score(model.variables), model.variables)
+            for k in range(1, int(settings.wise_ft) if pretrained else 0):
+                alpha = k / int(settings.wise_ft)
+                mixed = jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, start, kept[1])
+                score = finetune_score(mixed)
+                history.append({"stage": "wise_ft", "epoch": k, "train_loss": float("nan"), "val_score": score})
+                logger.info("%s: %.2f x linear-probed + %.2f x fine-tuned weights, validation %.4f (kept so far "
+                            "%.4f)", stage, 1 - alpha, alpha, score, kept[0])
+                if _better(score, kept[0]):
+                    kept = (score, mixed)
+            model.variables = kept[1]
+
         train_all_weights("finetune", train, int(settings.epochs))
+        interpolate_with_start("finetune")
         pool = _Records(unlabelled) if unlabelled is not None else None
         distilling = bool(int(settings.distill_epochs)) and pool is not None and len(pool) > 0
         # Labelled rows first, then the pool's, whose targets each round's teacher writes.
         students = train.plus_unlabelled(pool) if distilling else None
         for round_ in range(int(settings.distill_rounds) if distilling else 0):
             teacher = (finetune_score(model.variables), model.variables)
-            scores = model.record_scores(pool.x, pool.lengths, stride_s=stride / fs, aggregation=windowing.aggregation)
-            students.y[len(train):] = teacher_targets(task, scores[task.name]).astype(train.y.dtype)
-            logger.info("self-distillation round %d: %d labelled + %d teacher-labelled records (teacher validation "
-                        "%.4f)", round_ + 1, len(train), len(pool), teacher[0])
+            teachers = [model]
+            if round_ == 0:   # the other members of an ensemble teacher: same recipe, other seeds
+                member_optim = {**settings.to_dict(), "distill_epochs": 0, "teacher_ensemble": 1}
+                teachers += [train_classifier(encoder_config, encoder_variables, train, val, task, mode, member_optim,
+                                              seed + 1000 * k, fs=fs, protocol=windowing)[0]
+                             for k in range(1, int(settings.teacher_ensemble))]
+            scores, val_scores = ([t.record_scores(r.x, r.lengths, stride_s=stride / fs,
+                                                   aggregation=windowing.aggregation)[task.name] for t in teachers]
+                                  for r in (pool, val))
+            students.y[len(train):] = teacher_targets(task, np.mean(scores, axis=0)).astype(train.y.dtype)
+            logger.info("self-distillation round %d: %d labelled + %d teacher-labelled records (teacher of %d "
+                        "model(s), validation %.4f; the kept model %.4f)", round_ + 1, len(train), len(pool),
+                        len(teachers), selection_score(task, val.y, np.mean(val_scores, axis=0)), teacher[0])
             model.variables = start
             train_all_weights("distill", students, int(settings.distill_epochs), to_beat=teacher)
+            interpolate_with_start("distill")
     model.history = history
     return model, history

@@ -147,6 +147,10 @@ def check_recipe(config) -> None:
                  if int(o[key]) < 1]
     problems += [f"--config.optim.{key}={o[key]}: must be >= 0 (0 = no self-distillation)"
                  for key in ("distill_epochs", "distill_rounds") if int(o[key]) < 0]
+    if int(o.wise_ft) < 0:
+        problems.append(f"--config.optim.wise_ft={o.wise_ft}: must be >= 0 (0 = off)")
+    if int(o.teacher_ensemble) < 1:
+        problems.append(f"--config.optim.teacher_ensemble={o.teacher_ensemble}: must be >= 1 (1 = the model alone)")
     problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
     if int(p.crops_per_record) < 1:
         problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
