@@ -346,8 +346,10 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
                  history, augmentation, to_beat)
 
         def interpolate_with_start(stage: str):
+            if not (pretrained and int(settings.wise_ft) > 1):
+                return
             kept = (finetune_score(model.variables), model.variables)
-            for k in range(1, int(settings.wise_ft) if pretrained else 0):
+            for k in range(1, int(settings.wise_ft)):
                 alpha = k / int(settings.wise_ft)
                 mixed = jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, start, kept[1])
                 score = finetune_score(mixed)
@@ -365,7 +367,6 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         # Labelled rows first, then the pool's, whose targets each round's teacher writes.
         students = train.plus_unlabelled(pool) if distilling else None
         for round_ in range(int(settings.distill_rounds) if distilling else 0):
-            teacher = (finetune_score(model.variables), model.variables)
             teachers = [model]
             if round_ == 0:   # the other members of an ensemble teacher: same recipe, other seeds
                 member_optim = {**settings.to_dict(), "distill_epochs": 0, "teacher_ensemble": 1}
@@ -375,6 +376,7 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
             scores, val_scores = ([t.record_scores(r.x, r.lengths, stride_s=stride / fs,
                                                    aggregation=windowing.aggregation)[task.name] for t in teachers]
                                   for r in (pool, val))
+            teacher = (selection_score(task, val.y, val_scores[0]), model.variables)   # the kept model
             students.y[len(train):] = teacher_targets(task, np.mean(scores, axis=0)).astype(train.y.dtype)
             logger.info("self-distillation round %d: %d labelled + %d teacher-labelled records (teacher of %d "
                         "model(s), validation %.4f; the kept model %.4f)", round_ + 1, len(train), len(pool),
