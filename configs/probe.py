@@ -21,6 +21,9 @@ def get_config(arg=None):
     # Pretraining config whose encoder a baseline builds when no checkpoint is given.
     c.encoder_config = "configs/hybrid.py"
     c.init = "pretrained"          # pretrained | random | supervised
+    # Comma-separated pretraining workdirs where the other members of an ensemble teacher
+    # (optim.teacher_ensemble > 1) start in turn; '' = the checkpoint above for every member.
+    c.teacher_checkpoints = ""
     c.mode = "linear"              # linear | finetune
     # The report's 'cell' of these runs (a sweep sets its grid cell, which `runlocal` shrinks in
     # the encoder itself); method '' = read the cell from the checkpoint's encoder.

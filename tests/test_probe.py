@@ -324,6 +324,55 @@ def test_an_ensemble_teacher_labels_the_pool_with_the_mean_of_its_members(monkey
     assert [h["stage"] for h in history] == ["finetune", "distill"]
 
 
+def test_ensemble_members_start_from_the_given_encoders_in_turn(monkeypatch):
+    """member_encoders: the other members of an ensemble teacher start from those encoders in turn
+    (other pretraining runs), not from the student's."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 40).astype(np.float32)
+    x = rng.standard_normal((40, 250, 1)).astype(np.float32) + y[:, None, None]
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    student, *members = [registry.build_encoder(config).init(jax.random.PRNGKey(k), registry.example_input(config, 2),
+                                                             train=False) for k in range(3)]
+    starts, train_classifier = [], clf_lib.train_classifier
+
+    def spy_train(*args, **kwargs):
+        starts.append(args[1])
+        return train_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(clf_lib, "train_classifier", spy_train)
+    train_classifier(config, student, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "finetune",
+                     dict(TINY_OPTIM, batch_size=8, distill_epochs=1, teacher_ensemble=4), seed=0,
+                     unlabelled=(x[16:], np.full(24, np.nan)), member_encoders=[(config, m) for m in members])
+    assert [id(start) for start in starts] == [id(members[0]), id(members[1]), id(members[0])]
+
+
+def test_probe_starts_ensemble_members_from_teacher_checkpoints(checkpoint, syn_store, tmp_path, monkeypatch):
+    """--config.teacher_checkpoints reaches the classifier as pretrained encoders cut to the task's
+    leads, and the run records where its members started."""
+    from ecgjax.train import loop
+
+    seen, train_classifier = [], probe.train_classifier
+
+    def spy_train(*args, **kwargs):
+        seen.append(kwargs["member_encoders"])
+        return train_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "train_classifier", spy_train)
+    config = _config(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5,
+                     teacher_checkpoints=f"{checkpoint}, {checkpoint}",
+                     **{"data.store": str(syn_store.path), "optim.distill_epochs": 1, "optim.teacher_ensemble": 2})
+    run = probe.run_probe(config, tmp_path / "probe")[0]
+    (members,) = seen
+    assert len(members) == 2 and all(encoder_config["in_leads"] == 1 for encoder_config, _ in members)
+    pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
+    expected = adapt_encoder(pretrain_config.model.encoder.to_dict(), loop.encoder_variables(variables), ("II",))[1]
+    # The same checkpoint restored and cut by the same code: bit-identical weights on any CPU.
+    jax.tree_util.tree_map(np.testing.assert_array_equal, members[0][1], expected)
+    assert run["extra"]["teacher_checkpoints"] == config.teacher_checkpoints
+    assert run["extra"]["epochs_run"]["distill"] == 1
+
+
 def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
     """wise_ft=4: after fine-tuning a pretrained encoder, the weights 3/4, 1/2 and 1/4 of the way back
     to the linear-probed model are scored on validation, and the model kept scores the best of them

@@ -243,7 +243,7 @@ def teacher_targets(task: Task, scores: np.ndarray) -> np.ndarray:
 
 def train_classifier(encoder_config, encoder_variables: dict | None, train, val, task: Task,
                      mode: str = "finetune", optim=None, seed: int = 0, *, fs: float = 250.0, protocol=None,
-                     unlabelled=None):
+                     unlabelled=None, member_encoders=()):
     """Trains a new head (and, by mode, the encoder) on one task.
 
     Args:
@@ -257,6 +257,9 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         all weights), 'supervised' (all weights from the start).
       unlabelled: records whose labels are withheld (TaskArrays or (x, y); y is never read), for
         self-distillation (optim.distill_epochs > 0) after 'finetune' / 'supervised'.
+      member_encoders: (encoder_config, encoder_variables) pairs that the other members of an
+        ensemble teacher (optim.teacher_ensemble > 1) start from in turn, e.g. other pretraining
+        runs, whose fine-tunes disagree more than seeds of one; () = this encoder for every member.
       optim, protocol: ConfigDicts/dicts overriding `default_optim()` / `default_protocol()` fields;
         protocol.window_s 0 = the encoder's input length (num_samples / fs); the window is capped at
         that length and at the longest record.
@@ -368,9 +371,10 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         students = train.plus_unlabelled(pool) if distilling else None
         for round_ in range(int(settings.distill_rounds) if distilling else 0):
             teachers = [model]
-            if round_ == 0:   # the other members of an ensemble teacher: same recipe, other seeds
+            if round_ == 0:   # the other members of an ensemble teacher: same recipe, other seeds (and starts)
                 member_optim = {**settings.to_dict(), "distill_epochs": 0, "teacher_ensemble": 1}
-                teachers += [train_classifier(encoder_config, encoder_variables, train, val, task, mode, member_optim,
+                starts = list(member_encoders) or [(encoder_config, encoder_variables)]
+                teachers += [train_classifier(*starts[(k - 1) % len(starts)], train, val, task, mode, member_optim,
                                               seed + 1000 * k, fs=fs, protocol=windowing)[0]
                              for k in range(1, int(settings.teacher_ensemble))]
             scores, val_scores = ([t.record_scores(r.x, r.lengths, stride_s=stride / fs,

@@ -125,6 +125,30 @@ def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
     return EncoderSource(pretrain_config.model.encoder.to_dict(), None, pretrain_config, None, {}, "")
 
 
+def check_rate(store: ECGStore, pretrain_config, checkpoint: str = "") -> None:
+    """A UserError unless the store is at the rate the pretrained weights saw (an architecture
+    trained from scratch takes any rate)."""
+    if abs(store.fs - float(pretrain_config.data.fs)) > 1e-6:
+        encoder = f"the encoder of {checkpoint}" if checkpoint else "the encoder"
+        raise UserError(f"{store.path}: store at {store.fs:g} Hz but {encoder} was pretrained at "
+                        f"{pretrain_config.data.fs:g} Hz; ingest with "
+                        f"--target_fs={pretrain_config.data.fs:g} to match")
+
+
+def teacher_encoders(config, store: ECGStore, input_leads) -> list[tuple[dict, dict]]:
+    """(encoder config, pretrained weights fitted to input_leads) of each --config.teacher_checkpoints
+    run: where the other members of an ensemble teacher start, in turn."""
+    starts = []
+    for path in filter(None, (part.strip() for part in str(config.teacher_checkpoints).split(","))):
+        run = loop.resolve_run_dir(path, "--config.teacher_checkpoints")
+        pretrain_config, _, variables = loop.restore_pretrained(run)
+        check_rate(store, pretrain_config, run)
+        encoder_config, weights, _ = adapt_encoder(pretrain_config.model.encoder.to_dict(),
+                                                   loop.encoder_variables(variables), input_leads)
+        starts.append((encoder_config, weights))
+    return starts
+
+
 def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
     """x [N, T, len(leads)] -> [N, T, len(to_leads)] with zeros in the leads not in `leads`."""
     if tuple(leads) == tuple(to_leads):
@@ -158,6 +182,12 @@ def check_recipe(config) -> None:
         problems.append(f"--config.protocol.aggregation={p.aggregation}: must be one of {list(AGGREGATIONS)}")
     if o.class_weighting not in ("none", "balanced"):
         problems.append(f"--config.optim.class_weighting={o.class_weighting}: must be 'none' or 'balanced'")
+    if str(config.teacher_checkpoints).strip() and not (
+            config.init == "pretrained" and config.mode == "finetune" and int(o.teacher_ensemble) > 1
+            and int(o.distill_epochs) > 0):
+        problems.append(f"--config.teacher_checkpoints={config.teacher_checkpoints}: starts the other members of "
+                        f"an ensemble teacher, so it needs --config.init=pretrained --config.mode=finetune "
+                        f"--config.optim.teacher_ensemble>=2 --config.optim.distill_epochs>0")
     if problems:
         raise UserError("; ".join(problems))
 
@@ -255,13 +285,12 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
     # Pretrained weights expect the rate they saw; an architecture trained from scratch takes any.
-    if source.variables is not None and abs(store.fs - float(source.pretrain_config.data.fs)) > 1e-6:
-        raise UserError(f"{store.path}: store at {store.fs:g} Hz but the encoder was pretrained at "
-                        f"{source.pretrain_config.data.fs:g} Hz; ingest with "
-                        f"--target_fs={source.pretrain_config.data.fs:g} to match")
+    if source.variables is not None:
+        check_rate(store, source.pretrain_config)
     task = _task_for(config, store, window_s)
     encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task.leads,
                                                               config.lead_adaptation)
+    members = teacher_encoders(config, store, input_leads)   # before any data is read: bad paths stop here
     folds = config.folds.to_dict() if config.folds else None
     splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
                                       standard=folds_lib.is_standard(folds))
@@ -283,7 +312,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
                       if int(optim.distill_epochs) else None)
         model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
                                           training_mode(run_mode), optim, seed, fs=store.fs,
-                                          protocol=config.protocol, unlabelled=unlabelled)
+                                          protocol=config.protocol, unlabelled=unlabelled, member_encoders=members)
         val, test = data["val"], data["test"]
         score_records = functools.partial(model.record_scores, stride_s=float(config.protocol.stride_s) or None,
                                           aggregation=config.protocol.aggregation)
@@ -303,6 +332,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             metrics=values, task_type=task.type, data_fraction=float(config.data_fraction),
             case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
             extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),
+                   "teacher_checkpoints": str(config.teacher_checkpoints),
                    "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
                    "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
                    "epochs_run": {stage: sum(h["stage"] == stage for h in history)
