@@ -100,7 +100,8 @@ def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", "--config.init=supervised",
                  "--config.mode=finetune", "--config.protocol.aggregation=median", "--config.optim.epochs=0",
                  "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
-                 "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1", "--config.teacher_checkpoints=runs/cl",
+                 "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
+                 "--config.teacher_checkpoints=runs/cl",
                  f"--workdir={tmp_path / 'probe'}")
     assert_user_error(result, "--config.protocol.aggregation=median", "--config.optim.epochs=0",
                       "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
