@@ -284,7 +284,6 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     source = load_encoder(config)
     store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
-    # Pretrained weights expect the rate they saw; an architecture trained from scratch takes any.
     if source.variables is not None:
         check_rate(store, source.pretrain_config)
     task = _task_for(config, store, window_s)
