@@ -41,6 +41,12 @@ def get_config(arg=None):
     # folds on a store that lacks one of them, the store's own ingest split is used (with a warning)
     # where it fills every split; otherwise the probe stops before any work and names the flags.
     c.folds = ml_collections.ConfigDict(dict(STANDARD_FOLDS))
+    # Self-distillation's pool beyond the training records the labelled subset left out: the
+    # records of this store (another corpus, at the task store's rate; labels never read), at
+    # most unlabelled_records of them (a fixed random sample; 0 = all). Each is cut to the
+    # task's longest record and held in memory.
+    c.data.unlabelled_store = ""
+    c.data.unlabelled_records = 0
 
     c.data_fraction = 1.0          # share of training patients kept (protocols.subsample_patients)
     c.case_ratio = 0.0             # target prevalence for binary tasks (0 = natural)

@@ -96,17 +96,27 @@ def test_a_missing_teacher_checkpoint_is_named_before_any_work(pretrained_run, t
     assert not (tmp_path / "probe").exists()
 
 
+def test_a_missing_unlabelled_store_is_named_before_any_work(pretrained_run, tmp_path):
+    result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", f"--config.checkpoint={pretrained_run}",
+                 "--config.mode=finetune", "--config.optim.distill_epochs=1",
+                 f"--config.data.unlabelled_store={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}")
+    assert_user_error(result, str(tmp_path / "nowhere"), "no such directory")
+    assert not (tmp_path / "probe").exists()
+
+
 def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", "--config.init=supervised",
                  "--config.mode=finetune", "--config.protocol.aggregation=median", "--config.optim.epochs=0",
                  "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
                  "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
-                 "--config.teacher_checkpoints=runs/cl",
+                 "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
+                 "--config.data.unlabelled_records=-1",
                  f"--workdir={tmp_path / 'probe'}")
     assert_user_error(result, "--config.protocol.aggregation=median", "--config.optim.epochs=0",
                       "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
                       "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
-                      "--config.teacher_checkpoints=runs/cl")
+                      "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
+                      "--config.data.unlabelled_records=-1")
     assert not (tmp_path / "probe").exists()
 
 

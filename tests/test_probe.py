@@ -91,6 +91,36 @@ def test_probe_distils_on_the_records_the_labelled_subset_leaves_out(checkpoint,
     assert "distill" not in full["extra"]["epochs_run"]  # off by default
 
 
+def test_probe_adds_the_records_of_an_unlabelled_store_to_the_pool(checkpoint, syn_store, tmp_path, monkeypatch):
+    """--config.data.unlabelled_store: its records (cut to the task's rows, in the task's leads)
+    join the left-out training records as self-distillation's pool; a sample when capped."""
+    from ecgjax.errors import UserError
+
+    other = build_synthetic_store(tmp_path / "other", 6, 2, seed=3)
+    pools, train_classifier = [], probe.train_classifier
+
+    def spy_train(*args, **kwargs):
+        pools.append(kwargs["unlabelled"])
+        return train_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "train_classifier", spy_train)
+    flags = {"data.store": str(syn_store.path), "data.unlabelled_store": str(other.path), "optim.distill_epochs": 1}
+    base = dict(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5)
+    run = probe.run_probe(_config(**base, **flags), tmp_path / "all")[0]
+    probe.run_probe(_config(**base, **flags, **{"data.unlabelled_records": 5}), tmp_path / "five")
+    everything, five = pools
+    from_other = everything.record_index == -1
+    assert from_other.sum() == len(other) == 12 and (~from_other).any()
+    assert (five.record_index == -1).sum() == 5 and len(five) - 5 == (~from_other).sum()
+    assert run["extra"]["n_pool"] == len(everything) and run["extra"]["unlabelled_store"] == str(other.path)
+    lead_ii = tasks.CANONICAL_LEADS.index("II")
+    row = np.flatnonzero(from_other)[0]
+    n = everything.lengths[row]
+    np.testing.assert_array_equal(everything.x[row, :n, 0], other.read(0, 0, int(n))[:, lead_ii])
+    with pytest.raises(UserError, match="task's own store"):
+        probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(syn_store.path)}), tmp_path / "own")
+
+
 def test_cli_entry_point(checkpoint, syn_store, tmp_path):
     args = [sys.executable, os.path.join(REPO, "experiments/probe.py"),
             "--config=" + os.path.join(REPO, "configs/probe.py:runlocal"), f"--config.checkpoint={checkpoint}",

@@ -36,7 +36,7 @@ from ecgjax.downstream.windows import AGGREGATIONS
 from ecgjax.errors import UserError
 from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib, thresholds
 from ecgjax.eval.classifier import train_classifier
-from ecgjax.eval.task_data import TaskArrays, load_task_arrays
+from ecgjax.eval.task_data import TaskArrays, concatenate, load_task_arrays, load_unlabelled_arrays
 from ecgjax.eval.tasks import Task, get_task
 from ecgjax.train import loop
 
@@ -149,6 +149,21 @@ def teacher_encoders(config, store: ECGStore, input_leads) -> list[tuple[dict, d
     return starts
 
 
+def unlabelled_store(config, store: ECGStore) -> ECGStore | None:
+    """--config.data.unlabelled_store opened and checked against the task's store, or None."""
+    if not config.data.unlabelled_store:
+        return None
+    pool = ECGStore(os.path.expanduser(config.data.unlabelled_store))
+    flag = f"--config.data.unlabelled_store={config.data.unlabelled_store}"
+    if pool.path.resolve() == store.path.resolve():
+        raise UserError(f"{flag}: is the task's own store, whose validation and test records must stay unseen; "
+                        f"its unlabelled training records are the pool already")
+    if abs(pool.fs - store.fs) > 1e-6:
+        raise UserError(f"{flag}: store at {pool.fs:g} Hz but the task's store {store.path} is at {store.fs:g} Hz; "
+                        f"ingest it with --target_fs={store.fs:g}")
+    return pool
+
+
 def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
     """x [N, T, len(leads)] -> [N, T, len(to_leads)] with zeros in the leads not in `leads`."""
     if tuple(leads) == tuple(to_leads):
@@ -182,6 +197,13 @@ def check_recipe(config) -> None:
         problems.append(f"--config.protocol.aggregation={p.aggregation}: must be one of {list(AGGREGATIONS)}")
     if o.class_weighting not in ("none", "balanced"):
         problems.append(f"--config.optim.class_weighting={o.class_weighting}: must be 'none' or 'balanced'")
+    if config.data.unlabelled_store and not (int(o.distill_epochs) > 0 and (
+            config.mode == "finetune" or config.init == "supervised")):
+        problems.append(f"--config.data.unlabelled_store={config.data.unlabelled_store}: is self-distillation's "
+                        f"pool, so it needs --config.optim.distill_epochs>0 and --config.mode=finetune or "
+                        f"--config.init=supervised")
+    if int(config.data.unlabelled_records) < 0:
+        problems.append(f"--config.data.unlabelled_records={config.data.unlabelled_records}: must be >= 0 (0 = all)")
     if str(config.teacher_checkpoints).strip() and not (
             config.init == "pretrained" and config.mode == "finetune" and int(o.teacher_ensemble) > 1
             and int(o.distill_epochs) > 0):
@@ -290,12 +312,17 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task.leads,
                                                               config.lead_adaptation)
     members = teacher_encoders(config, store, input_leads)   # before any data is read: bad paths stop here
+    pool_store = unlabelled_store(config, store)
     folds = config.folds.to_dict() if config.folds else None
     splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
                                       standard=folds_lib.is_standard(folds))
     record_s = float(config.protocol.record_s)
     data = {split: load_task_arrays(store, task, records, record_s=record_s) for split, records in splits.items()}
     output_dir.mkdir(parents=True, exist_ok=True)
+    if pool_store is not None:
+        data["pool"] = load_unlabelled_arrays(pool_store, task, data["train"].x.shape[1], data["train"].y,
+                                              max_records=int(config.data.unlabelled_records))
+        logger.info("self-distillation pool: %d records of %s", len(data["pool"]), pool_store.path)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
     optim = optim_for_leads(config.optim, source, input_leads)
@@ -306,9 +333,12 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
-        # The training records the subset left out, labels withheld: self-distillation's pool.
-        unlabelled = (data["train"].subset(~np.isin(data["train"].record_index, train.record_index))
-                      if int(optim.distill_epochs) else None)
+        # Self-distillation's pool: the training records the subset left out, labels withheld, and
+        # the records of --config.data.unlabelled_store.
+        unlabelled = None
+        if int(optim.distill_epochs):
+            left_out = data["train"].subset(~np.isin(data["train"].record_index, train.record_index))
+            unlabelled = concatenate([left_out, data["pool"]]) if "pool" in data else left_out
         model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
                                           training_mode(run_mode), optim, seed, fs=store.fs,
                                           protocol=config.protocol, unlabelled=unlabelled, member_encoders=members)
@@ -332,7 +362,9 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
             extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),
                    "teacher_checkpoints": str(config.teacher_checkpoints),
+                   "unlabelled_store": str(config.data.unlabelled_store),
                    "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
+                   "n_pool": len(unlabelled) if unlabelled is not None else 0,
                    "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
                    "epochs_run": {stage: sum(h["stage"] == stage for h in history)
                                   for stage in dict.fromkeys(h["stage"] for h in history)},

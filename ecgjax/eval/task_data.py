@@ -54,12 +54,43 @@ def load_task_arrays(store: ECGStore, task: Task, records: np.ndarray, *, record
         record_s = task.window_s
     width = int(round(record_s * store.fs)) if record_s else int(lengths.max(initial=1))
     lengths = np.minimum(lengths, width)
-    columns = task.lead_columns
+    patient = store.metadata["patient_index"].to_numpy(np.int64)[records]
+    return TaskArrays(x=_read_rows(store, records, lengths, width, task.lead_columns), y=y, patient=patient,
+                      record_index=records, lengths=lengths)
+
+
+def _read_rows(store: ECGStore, records: np.ndarray, lengths: np.ndarray, width: int, columns) -> np.ndarray:
+    """[len(records), width, len(columns)] f32: the first lengths[i] samples of each record, zero-padded."""
     x = np.zeros((len(records), width, len(columns)), np.float32)
     for row, (record, n) in enumerate(zip(records, lengths)):
         x[row, :n] = store.read(int(record), 0, int(n))[:, columns]
-    patient = store.metadata["patient_index"].to_numpy(np.int64)[records]
-    return TaskArrays(x=x, y=y, patient=patient, record_index=records, lengths=lengths)
+    return x
+
+
+def load_unlabelled_arrays(store: ECGStore, task: Task, width: int, y_like: np.ndarray, *, max_records: int = 0,
+                           seed: int = 0) -> TaskArrays:
+    """Records of another corpus without their labels (self-distillation's pool): those with every
+    lead of the task, at most max_records of them (a fixed random sample; 0 = all), each cut to its
+    first `width` samples. y: zeros shaped like y_like's rows, never read; patient and record_index
+    are -1 (not records of the task's store)."""
+    columns = task.lead_columns
+    records = np.flatnonzero([store.lead_mask(i)[columns].all() for i in range(len(store))])
+    if 0 < max_records < len(records):
+        records = np.sort(np.random.default_rng(seed).choice(records, max_records, replace=False))
+    lengths = np.minimum(np.asarray(store.lengths, np.int64)[records], width)
+    missing = np.full(len(records), -1, np.int64)
+    return TaskArrays(x=_read_rows(store, records, lengths, width, columns),
+                      y=np.zeros((len(records),) + y_like.shape[1:], y_like.dtype), patient=missing,
+                      record_index=missing, lengths=lengths)
+
+
+def concatenate(parts: list[TaskArrays]) -> TaskArrays:
+    """The records of every part in order, rows zero-padded to the widest part."""
+    width = max(part.x.shape[1] for part in parts)
+    return TaskArrays(x=np.concatenate([np.pad(part.x, ((0, 0), (0, width - part.x.shape[1]), (0, 0)))
+                                        for part in parts]),
+                      **{name: np.concatenate([getattr(part, name) for part in parts])
+                         for name in ("y", "patient", "record_index", "lengths")})
 
 
 def load_task_data(store: ECGStore, task: Task, folds: dict | None = None, *,
