@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -119,6 +120,13 @@ def test_probe_adds_the_records_of_an_unlabelled_store_to_the_pool(checkpoint, s
     np.testing.assert_array_equal(everything.x[row, :n, 0], other.read(0, 0, int(n))[:, lead_ii])
     with pytest.raises(UserError, match="task's own store"):
         probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(syn_store.path)}), tmp_path / "own")
+    without_ii = tmp_path / "without_ii"   # a corpus none of whose records has the task's lead
+    shutil.copytree(other.path, without_ii)
+    mask = np.load(without_ii / "lead_mask.npy")
+    mask[:, lead_ii] = False
+    np.save(without_ii / "lead_mask.npy", mask)
+    with pytest.raises(UserError, match="no record of .* has every lead of the task"):
+        probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(without_ii)}), tmp_path / "none")
 
 
 def test_cli_entry_point(checkpoint, syn_store, tmp_path):

@@ -322,6 +322,9 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     if pool_store is not None:
         data["pool"] = load_unlabelled_arrays(pool_store, task, data["train"].x.shape[1], data["train"].y,
                                               max_records=int(config.data.unlabelled_records))
+        if not len(data["pool"]):
+            raise UserError(f"--config.data.unlabelled_store={config.data.unlabelled_store}: no record of "
+                            f"{pool_store.path} has every lead of the task ({', '.join(task.leads)})")
         logger.info("self-distillation pool: %d records of %s", len(data["pool"]), pool_store.path)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
