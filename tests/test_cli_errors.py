@@ -110,13 +110,14 @@ def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
                  "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
                  "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
                  "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
-                 "--config.data.unlabelled_records=-1",
+                 "--config.data.unlabelled_records=-1", "--config.protocol.skip_for_pretrained=amplitude,powerline",
                  f"--workdir={tmp_path / 'probe'}")
     assert_user_error(result, "--config.protocol.aggregation=median", "--config.optim.epochs=0",
                       "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
                       "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
                       "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
-                      "--config.data.unlabelled_records=-1")
+                      "--config.data.unlabelled_records=-1",
+                      "--config.protocol.skip_for_pretrained=amplitude,powerline: amplitude, powerline is not one of")
     assert not (tmp_path / "probe").exists()
 
 

@@ -437,6 +437,34 @@ def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
     assert "wise_ft" not in {h["stage"] for h in scratch}
 
 
+@pytest.mark.parametrize("encoder_pretrained,mode,skip,expected", [
+    (True, "finetune", "amplitude_scale", {"baseline_wander", "gaussian_noise"}),
+    (True, "finetune", "", {"amplitude_scale", "baseline_wander", "gaussian_noise"}),
+    (False, "supervised", "amplitude_scale", {"amplitude_scale", "baseline_wander", "gaussian_noise"})])
+def test_a_pretrained_encoder_trains_without_the_augmentations_it_skips(monkeypatch, encoder_pretrained, mode, skip,
+                                                                       expected):
+    """protocol.skip_for_pretrained leaves those augmentations out of the all-weights training of a
+    pretrained encoder only; a model from scratch keeps every one."""
+    task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 24).astype(np.float32)
+    x = rng.standard_normal((24, 250, 1)).astype(np.float32)
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    encoder = registry.build_encoder(config).init(jax.random.PRNGKey(0), registry.example_input(config, 2),
+                                                  train=False) if encoder_pretrained else None
+    seen, train_step = [], clf_lib.train_step
+
+    def spy_step(*args, **kwargs):
+        if not kwargs.get("frozen_encoder"):
+            seen.append(set(kwargs["augmentation"] or {}))
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(clf_lib, "train_step", spy_step)
+    clf_lib.train_classifier(config, encoder, (x[:12], y[:12]), (x[12:], y[12:]), task, mode,
+                             dict(TINY_OPTIM, batch_size=8), seed=0, protocol={"skip_for_pretrained": skip})
+    assert seen == [expected]
+
+
 def test_teacher_targets_by_task_type():
     multiclass = tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A", "O"), leads=("I",), window_s=1.0)
     scores = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]], np.float32)

@@ -193,6 +193,11 @@ def check_recipe(config) -> None:
     problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
     if int(p.crops_per_record) < 1:
         problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
+    unknown = [name for name in filter(None, (part.strip() for part in str(p.skip_for_pretrained).split(",")))
+               if name not in p.augmentation]
+    if unknown:
+        problems.append(f"--config.protocol.skip_for_pretrained={p.skip_for_pretrained}: {', '.join(unknown)} is not "
+                        f"one of protocol.augmentation ({', '.join(p.augmentation)})")
     if p.aggregation not in AGGREGATIONS:
         problems.append(f"--config.protocol.aggregation={p.aggregation}: must be one of {list(AGGREGATIONS)}")
     if o.class_weighting not in ("none", "balanced"):
