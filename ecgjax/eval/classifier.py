@@ -115,6 +115,11 @@ def default_protocol() -> ml_collections.ConfigDict:
     ))
 
 
+def skipped_for_pretrained(protocol) -> list[str]:
+    """The augmentation names of protocol.skip_for_pretrained (comma-separated)."""
+    return [name for name in (part.strip() for part in str(protocol.skip_for_pretrained).split(",")) if name]
+
+
 def task_head(task: Task, scale: tuple[float, float] = (0.0, 1.0), class_weights=()) -> Head:
     """The head of a task: its type, its outputs (labels or classes), its target scale."""
     classes = task.output_names if task.type in ("multilabel", "multiclass") else ()
@@ -329,7 +334,7 @@ def train_classifier(encoder_config, encoder_variables: dict | None, train, val,
         start = jax.device_get(model.variables)   # the student of self-distillation starts here too
         augmentation = network.config_dict(windowing.augmentation) if windowing.augment else None
         if augmentation and pretrained:
-            skipped = {name.strip() for name in str(windowing.skip_for_pretrained).split(",")}
+            skipped = skipped_for_pretrained(windowing)
             augmentation = {name: params for name, params in augmentation.items() if name not in skipped}
 
         def finetune_score(variables):

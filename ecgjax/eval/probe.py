@@ -35,7 +35,7 @@ from ecgjax.downstream.network import adapt_encoder
 from ecgjax.downstream.windows import AGGREGATIONS
 from ecgjax.errors import UserError
 from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib, thresholds
-from ecgjax.eval.classifier import train_classifier
+from ecgjax.eval.classifier import skipped_for_pretrained, train_classifier
 from ecgjax.eval.task_data import TaskArrays, concatenate, load_task_arrays, load_unlabelled_arrays
 from ecgjax.eval.tasks import Task, get_task
 from ecgjax.train import loop
@@ -193,8 +193,7 @@ def check_recipe(config) -> None:
     problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
     if int(p.crops_per_record) < 1:
         problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
-    unknown = [name for name in filter(None, (part.strip() for part in str(p.skip_for_pretrained).split(",")))
-               if name not in p.augmentation]
+    unknown = [name for name in skipped_for_pretrained(p) if name not in p.augmentation]
     if unknown:
         problems.append(f"--config.protocol.skip_for_pretrained={p.skip_for_pretrained}: {', '.join(unknown)} is not "
                         f"one of protocol.augmentation ({', '.join(p.augmentation)})")
