@@ -117,6 +117,7 @@ def test_probe_adds_the_records_of_an_unlabelled_store_to_the_pool(checkpoint, s
     lead_ii = tasks.CANONICAL_LEADS.index("II")
     row = np.flatnonzero(from_other)[0]
     n = everything.lengths[row]
+    # The pool row is a copy of the store's float32 samples, no arithmetic: equal on any CPU.
     np.testing.assert_array_equal(everything.x[row, :n, 0], other.read(0, 0, int(n))[:, lead_ii])
     with pytest.raises(UserError, match="task's own store"):
         probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(syn_store.path)}), tmp_path / "own")
