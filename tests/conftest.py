@@ -30,6 +30,25 @@ def mitdb_dir() -> pathlib.Path:
     return _shared("mitdb")
 
 
+@pytest.fixture(scope="session")
+def cinc2017_dir() -> pathlib.Path:
+    """../shared/data/cinc2017: half the CinC 2017 training set, byte for byte as distributed."""
+    return _shared("cinc2017")
+
+
+@pytest.fixture(scope="session")
+def cinc_store(tmp_path_factory):
+    """One CinC 2017 store, built once per session for the tests that only read it: 40 generated
+    records in the layout PhysioNet distributes (fixtures.write_cinc2017_fixture: checksum 0, CRLF,
+    .mat), ingested as `ingest --source=cinc2017` does (001's 75/5/20 % split)."""
+    from ecgjax.data.cinc import ingest_cinc2017
+    from fixtures import write_cinc2017_fixture
+
+    root = tmp_path_factory.mktemp("cinc_store")
+    write_cinc2017_fixture(root / "cinc", n_records=40, seed=1)
+    return ingest_cinc2017(root / "cinc", root / "store")
+
+
 @pytest.fixture(autouse=True)
 def _restore_ecgjax_logger():
     """Puts the "ecgjax" logger back as each test found it. An entry point run in-process calls

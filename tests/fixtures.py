@@ -37,6 +37,18 @@ def write_wfdb_fixture(directory, name: str = "rec", *, signal_mv: np.ndarray | 
     return directory / name
 
 
+def write_telemetry_fixture(directory, name: str = "icu") -> tuple[pathlib.Path, np.ndarray]:
+    """An ICU telemetry record: leads II and V1 in mV beside arterial pressure ABP in mmHg (125 Hz,
+    the way bedside monitors export them). Returns (path, the ECG [time, 2] in mV)."""
+    signal = ecg_like(1250, 125.0, 3, seed=4)
+    signal[:, 2] = 90 + 30 * np.sin(np.arange(1250) / 125.0 * 2 * np.pi * 1.2)  # mmHg
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=125, units=["mV", "mV", "mmHg"], sig_name=["II", "V1", "ABP"], p_signal=signal,
+                fmt=["16"] * 3, write_dir=str(directory))
+    return directory / name, signal[:, :2]
+
+
 def write_code15_fixture(directory, exams_per_part=(3, 2), *, active_samples=(4000, 2800),
                          padding_rows: int = 1, seed: int = 0) -> pd.DataFrame:
     """Writes CODE-15% in its documented layout: exams.csv plus exams_part{i}.hdf5.
@@ -75,10 +87,28 @@ def write_code15_fixture(directory, exams_per_part=(3, 2), *, active_samples=(40
     return table
 
 
+def write_cinc2017_record(directory, name: str, digital: np.ndarray, *, fs: int = 300,
+                          base_time: str = "05:05:15", base_date: str = "1/05/2000") -> pathlib.Path:
+    """Writes one record byte for byte as PhysioNet distributes CinC 2017: `NAME.hea` with CRLF line
+    ends, a trailing space on each line and 0 in the checksum field, and `NAME.mat`, a MATLAB v4 file
+    whose 24-byte prefix (type 30 = little-endian int16, 1 row, `len(digital)` columns, real, the
+    4-byte name 'val') precedes the samples, read by WFDB as format `16+24` at 1000/mV.
+    `digital` [time] int16 are the samples (mV x 1000). Returns the path without extension."""
+    directory = pathlib.Path(directory)
+    digital = np.asarray(digital, "<i2")
+    prefix = np.array([30, 1, digital.size, 0, 4], "<i4").tobytes() + b"val\0"
+    (directory / f"{name}.mat").write_bytes(prefix + digital.tobytes())
+    lines = [f"{name} 1 {fs} {digital.size} {base_time} {base_date} ",
+             f"{name}.mat 16+24 1000/mV 16 0 {int(digital[0])} 0 0 ECG "]
+    (directory / f"{name}.hea").write_bytes("".join(line + "\r\n" for line in lines).encode("ascii"))
+    return directory / name
+
+
 def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dict[str, str]:
-    """Writes the PhysioNet/CinC 2017 layout: RECORDS, REFERENCE.csv ('A00001,N') and single-lead
-    WFDB records 'A000NN' (lead named 'ECG', 300 Hz, mV) of 9-30 s. Classes cycle N, A, O, ~:
-    N regular beats, A irregular RR without P-like waves, O regular with wide beats, ~ mostly noise.
+    """Writes the PhysioNet/CinC 2017 layout as distributed (`write_cinc2017_record`: checksum 0,
+    CRLF, .mat at 1000/mV): RECORDS, REFERENCE.csv ('A00001,N' lines) and single-lead records
+    'A000NN' (lead named 'ECG', 300 Hz) of 9-30 s. Classes cycle N, A, O, ~: N regular beats,
+    A irregular RR without P-like waves, O regular with wide beats, ~ mostly noise.
     Returns {record: label}."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -98,8 +128,7 @@ def write_cinc2017_fixture(directory, n_records: int = 24, seed: int = 0) -> dic
                 signal += 0.15 * np.exp(-((t - b + 0.16) / 0.02) ** 2)
         noise = 0.5 if label == "~" else 0.02
         signal += noise * rng.standard_normal(n)
-        wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["ECG"], p_signal=signal[:, None], fmt=["16"],
-                    write_dir=str(directory))
+        write_cinc2017_record(directory, name, np.round(signal * 1000), fs=fs)
         labels[name] = label
     (directory / "RECORDS").write_text("".join(f"{name}\n" for name in labels))
     (directory / "REFERENCE.csv").write_text("".join(f"{name},{label}\n" for name, label in labels.items()))

@@ -1,5 +1,7 @@
 """Ingest: parallel shards, resume after interruption, rejected-records manifest, PTB-XL counts,
-folds picked from those present, input errors, CinC 2017 from the command line."""
+folds picked from those present, input errors, CinC 2017 from the command line, empty splits named,
+non-ECG channels dropped and listed."""
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -19,7 +21,7 @@ from ecgjax.data.synthetic import generate_cohort
 from ecgjax.errors import UserError
 from ecgjax.eval import tasks
 from ecgjax.eval.task_data import load_task_data
-from fixtures import write_cinc2017_fixture, write_wfdb_fixture
+from fixtures import write_cinc2017_fixture, write_telemetry_fixture, write_wfdb_fixture
 
 SPEC = "patients=12,records=2,seed=5"
 
@@ -206,24 +208,65 @@ def test_every_record_rejected_still_writes_the_manifest_and_fails(tmp_path):
     assert not (tmp_path / "store" / "store.json").exists()
 
 
-def _cinc_reference(directory, labels, *, header: bool, crlf: bool) -> None:
-    end = "\r\n" if crlf else "\n"
-    lines = (["data_source,class"] if header else []) + [f"{name},{label}" for name, label in labels.items()]
-    (directory / "REFERENCE.csv").write_bytes(end.join(lines).encode() + end.encode())
-
-
-@pytest.mark.parametrize("header_and_crlf", [True, False])
-def test_cinc2017_from_the_command_line(tmp_path, header_and_crlf):
+def test_cinc2017_from_the_command_line(tmp_path):
+    """The layout PhysioNet distributes (headers with checksum 0 and CRLF, fixtures.write_cinc2017_fixture)
+    with REFERENCE.csv as some copies have it (a header line, CRLF): every record kept, and the
+    checksums said once, not once per record. (REFERENCE without a header, LF: the session `cinc_store`.)"""
     labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=8, seed=2)
-    _cinc_reference(tmp_path / "cinc", labels, header=header_and_crlf, crlf=header_and_crlf)
+    lines = ["data_source,class"] + [f"{name},{label}" for name, label in labels.items()]
+    (tmp_path / "cinc" / "REFERENCE.csv").write_bytes("".join(f"{line}\r\n" for line in lines).encode())
     result = subprocess.run(
         [sys.executable, "-m", "ecgjax.data.ingest", "--source=cinc2017", f"--input={tmp_path / 'cinc'}",
          f"--output={tmp_path / 'store'}", "--workers=0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "records: 8" in result.stdout and "rejected: 0" in result.stdout
+    assert "kept with notes: checksum 8 (notes.csv)" in result.stdout
+    (warning,) = [line for line in result.stderr.splitlines() if "checksum" in line]
+    assert "8 records kept with a note: the header's checksum disagrees" in warning and "notes.csv" in warning
     store = store_lib.ECGStore(tmp_path / "store")
     assert dict(zip(store.metadata.record_id, store.metadata.label)) == labels
     assert store.fs == 250 and store.lead_mask(0).tolist() == [True] + [False] * 11
     assert store.config["split"]["test_fraction"] == 0.2  # 001's 75/5/20 %
     data = load_task_data(store, tasks.get_task("cinc2017"))
     assert sum(len(a) for a in data.values()) == 8 and data["train"].x.shape[2] == 1
+
+
+def test_one_record_goes_to_train_and_every_empty_split_is_named(tmp_path, caplog):
+    """What the user did: ingest one record. Its hash falls in validation's share ('p1': 0.116 with
+    seed 0); it now trains, and both empty splits are named with what fills them."""
+    write_wfdb_fixture(tmp_path / "one", "p1", seconds=10.0)
+    with caplog.at_level("WARNING", logger="ecgjax.data.ingest"):
+        summary = ingest("wfdb", tmp_path / "one", tmp_path / "store", workers=0, progress=False)
+    assert summary["splits"] == {"train": 1, "val": 0, "test": 0, "unused": 0}
+    (warning,) = [r.getMessage() for r in caplog.records if "empty" in r.getMessage()]
+    assert warning.startswith("the val and test splits are empty (1 patient, hash split): ingest more records")
+    assert f"warning: {warning}" in format_summary(summary)
+
+
+def test_an_empty_split_of_a_few_patients_names_the_flags_that_fill_it(tmp_path, caplog):
+    # Hashes with seed 0: a 0.905, c 0.311, d 0.211 (train), f 0.050 (test, < 0.1): validation is empty.
+    records = [dataclasses.replace(record, patient_id=name, record_id=name)
+               for record, name in zip(generate_cohort(4, 1, seed=0), "acdf")]
+    with caplog.at_level("WARNING", logger="ecgjax.data.ingest"):
+        summary = ingest_records(records, tmp_path / "store")
+    assert summary["splits"] == {"train": 3, "val": 0, "test": 1, "unused": 0}
+    (warning,) = [r.getMessage() for r in caplog.records if "empty" in r.getMessage()]
+    assert warning == ("the val split is empty (4 patients, hash split): pass a larger --val_fraction (now 0.1) "
+                       "or another --split_seed (now 0)")
+
+
+def test_ecg_channels_beside_blood_pressure_are_kept(tmp_path, caplog):
+    """What the user did: ingest ICU telemetry of II, V1 and ABP in mmHg. The ECG leads are stored,
+    ABP is dropped and listed in notes.csv (the record was refused whole before)."""
+    _, ecg = write_telemetry_fixture(tmp_path / "icu")
+    with caplog.at_level("WARNING", logger="ecgjax.data.ingest"):
+        summary = ingest("wfdb", tmp_path / "icu", tmp_path / "store", workers=0, progress=False)
+    assert (summary["records"], summary["rejected"], summary["notes"]) == (1, 0, {"dropped_channels": 1})
+    store = store_lib.ECGStore(tmp_path / "store")
+    assert store.lead_mask(0).tolist() == [False, True] + [False] * 4 + [True] + [False] * 5  # II, V1
+    notes = pd.read_csv(tmp_path / "store" / "notes.csv")
+    assert notes[["record", "kind", "note"]].values.tolist() == [["icu", "dropped_channels", "dropped ABP (mmHg)"]]
+    assert any("1 record kept with a note: non-ECG channels" in r.getMessage() for r in caplog.records)
+    # The ECG itself: 125 -> 250 Hz, stored as float16; |II| < 2 mV, so 2 ** -10 mV per float16 step,
+    # plus the resampling filter's ripple on these 10 ms spikes (well under 0.2 of their 1-2 mV height).
+    assert abs(np.abs(store.read(0)[:, 1]).max() - np.abs(ecg[:, 0]).max()) < 0.2

@@ -5,13 +5,14 @@ import pathlib
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import wfdb
 
 from ecgjax.data import readers
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.record import ECGRecord
-from fixtures import ecg_like, write_code15_fixture, write_wfdb_fixture
+from fixtures import ecg_like, write_code15_fixture, write_telemetry_fixture, write_wfdb_fixture
 
 
 # ----------------------------------------------------------------------------------------- PTB-XL
@@ -111,11 +112,17 @@ def test_header_signal_mismatch_is_rejected(tmp_path):
     _expect_error(path, "1200|truncated|cannot read")
 
 
-def test_signal_file_of_another_record_fails_the_checksum(tmp_path):
-    path = write_wfdb_fixture(tmp_path, seed=0)
-    other = write_wfdb_fixture(tmp_path / "other", seed=1)
+def test_a_checksum_that_disagrees_is_noted_not_rejected(tmp_path):
+    """WFDB's own tools read such records (0 is a common placeholder): length and truncation reject,
+    a checksum only notes."""
+    path = write_wfdb_fixture(tmp_path, seed=0, lead_names=("I", "II"))
+    other = write_wfdb_fixture(tmp_path / "other", seed=1, lead_names=("I", "II"))
     path.with_suffix(".dat").write_bytes(other.with_suffix(".dat").read_bytes())
-    _expect_error(path, "checksum")
+    record = readers.read_wfdb(path)
+    assert record.num_samples == 1000 and list(record.notes) == ["checksum"]
+    want = wfdb.rdheader(str(path)).checksum[0]
+    assert f"I: header {want}, samples " in record.notes["checksum"]
+    assert not readers.read_wfdb(other).notes  # a matching checksum notes nothing
 
 
 def test_nan_samples_are_rejected(tmp_path):
@@ -163,9 +170,42 @@ def test_empty_header_is_rejected_by_name(tmp_path, text):
 
 
 def test_unsupported_unit_names_the_signal(tmp_path):
+    """A standard lead name in mmHg: the header contradicts itself, so the user fixes it."""
     path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"))
     _edit_header(path, lambda text: text.replace("/mV 16 0", "/mmHg 16 0", 1))
     _expect_error(path, "unsupported physical unit 'mmHg' of signal 'I'")
+
+
+def test_non_ecg_channels_are_dropped_and_noted(tmp_path):
+    path, ecg = write_telemetry_fixture(tmp_path)
+    record = readers.read_wfdb(path)
+    assert record.lead_names == ("II", "V1") and record.signal.shape == (1250, 2)
+    np.testing.assert_allclose(record.signal, ecg, atol=np.ptp(ecg) / 2 ** 12)  # 16-bit ADC steps
+    assert record.notes == {"dropped_channels": "dropped ABP (mmHg)"}
+    wfdb.wrsamp("vitals", fs=125, units=["mmHg", "NU"], sig_name=["ABP", "PLETH"], p_signal=np.ones((100, 2)),
+                fmt=["16"] * 2, write_dir=str(tmp_path))  # no ECG at all: nothing to read
+    _expect_error(tmp_path / "vitals", r"no ECG channel: signals ABP \(mmHg\), PLETH \(NU\) are not in volts")
+
+
+def test_annotation_reads_the_ecg_channels_of_mixed_telemetry(tmp_path, caplog):
+    """What the user did: annotate a recording of II, V1 and ABP in mmHg. The ECG leads are
+    annotated (not the whole record refused), and the dropped channel is named in the log."""
+    from ecgjax.annotate import run
+
+    path, ecg = write_telemetry_fixture(tmp_path / "records")
+    with caplog.at_level("WARNING", logger="ecgjax.annotate.run"):
+        status = run.annotate_path(str(path), str(tmp_path / "out"), _peak_fn, model_fs=250, model_leads=["II"],
+                                   window_s=5, stride_s=5, qrs_heart_rate=False, plot=False)
+    assert status == {"icu": "ok"}
+    peaks = pd.read_csv(tmp_path / "out" / "icu.csv")["peak_mv"]
+    # Peaks of lead II, not of ABP's ~120 mmHg: |II| < 2 mV (ecg_like), resampled 125 -> 250 Hz.
+    assert len(peaks) == 2 and peaks.between(0.5 * np.abs(ecg[:, 0]).max(), 1.5 * np.abs(ecg[:, 0]).max()).all()
+    assert any("icu.hea: dropped ABP (mmHg)" in r.getMessage() for r in caplog.records)
+
+
+def _peak_fn(batch):
+    """A stand-in model: each window's largest |amplitude| (mV)."""
+    return {"peak_mv": np.abs(np.asarray(batch)).max(axis=(1, 2))}
 
 
 def _strip_checksums(path: pathlib.Path) -> None:
@@ -178,28 +218,26 @@ def _strip_checksums(path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["16", "212", "80", "24", "32"])
-def test_header_shorter_than_the_signal_file_warns_and_reads_the_declared_length(tmp_path, caplog, fmt):
+def test_header_shorter_than_the_signal_file_notes_it_and_reads_the_declared_length(tmp_path, fmt):
     signal = ecg_like(1000, 100.0, 2, seed=2)
     path = write_wfdb_fixture(tmp_path, signal_mv=signal, lead_names=("I", "II"), fmt=fmt)
     _strip_checksums(path)
     _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2 100 800", 1))
-    with caplog.at_level("WARNING", logger="ecgjax.data.readers"):
-        record = readers.read_wfdb(path)
+    record = readers.read_wfdb(path)
     assert record.num_samples == 800
     np.testing.assert_allclose(record.signal, signal[:800], atol=np.ptp(signal) / 2 ** 6)
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert "rec.hea" in warning and "declares 800 samples per signal but rec.dat holds 1000" in warning
+    assert list(record.notes) == ["longer_file"]
+    assert "declares 800 samples per signal but rec.dat holds 1000; read the declared 800" in record.notes["longer_file"]
 
 
-def test_a_padded_last_group_is_not_taken_for_extra_samples(tmp_path, caplog):
+def test_a_padded_last_group_is_not_taken_for_extra_samples(tmp_path):
     """Format 212 packs 2 samples in 3 bytes; 1001 samples end in a half group that writers pad to 3 bytes."""
     path = write_wfdb_fixture(tmp_path, fmt="212", lead_names=("I",), seconds=10.01)
     dat = path.with_suffix(".dat")
     dat.write_bytes(dat.read_bytes().ljust(1503, b"\0"))
     _strip_checksums(path)
-    with caplog.at_level("WARNING", logger="ecgjax.data.readers"):
-        assert readers.read_wfdb(path).num_samples == 1001
-    assert not caplog.records
+    record = readers.read_wfdb(path)
+    assert record.num_samples == 1001 and not record.notes
 
 
 @pytest.mark.parametrize("fmt", ["16", "212"])
@@ -210,10 +248,12 @@ def test_header_longer_than_a_checksumless_signal_file_is_rejected(tmp_path, fmt
     _expect_error(path, "declares 1200 samples per signal but rec.dat holds 1000: truncated")
 
 
-def test_header_shorter_than_a_checksummed_file_fails_the_checksum_and_says_why(tmp_path):
+def test_header_shorter_than_a_checksummed_file_reads_the_declared_length_and_notes_both(tmp_path):
     path = write_wfdb_fixture(tmp_path, lead_names=("I", "II"))
     _edit_header(path, lambda text: text.replace("rec 2 100 1000", "rec 2 100 800", 1))
-    _expect_error(path, "checksum.*declares 800 samples per signal but rec.dat holds 1000")
+    record = readers.read_wfdb(path)
+    assert record.num_samples == 800 and sorted(record.notes) == ["checksum", "longer_file"]
+    assert "declares 800 samples per signal but rec.dat holds 1000" in record.notes["longer_file"]
 
 
 def test_read_wfdb_recording_keeps_what_annotation_needs(tmp_path):

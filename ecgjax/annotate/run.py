@@ -178,9 +178,10 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
     `class_names` {track: names of its columns} in the legends). The WFDB file's '(AFIB' episodes
     are the windows with tracks[af_key] >= af_threshold.
 
-    Records are read as ingest reads them (`read_wfdb_recording`: sampling rate, units to mV,
-    length and checksums checked), keeping any length, lead set and missing samples (NaN). Bad
-    records are logged and skipped. Returns {record name: 'ok' or the reason it was skipped}.
+    Records are read as ingest reads them (`read_wfdb_recording`: sampling rate, units to mV and
+    length checked, non-ECG channels such as ABP in mmHg dropped, what it noted logged), keeping
+    any length, lead set and missing samples (NaN). Bad records are logged and skipped. Returns
+    {record name: 'ok' or the reason it was skipped}.
     """
     os.makedirs(output_dir, exist_ok=True)
     status = {}
@@ -188,6 +189,8 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
         name = os.path.basename(record_path)
         try:
             record = read_wfdb_recording(record_path)
+            for note in record.notes.values():  # e.g. non-ECG channels dropped, a checksum that disagrees
+                log.warning("%s: %s", record.path, note)
             tracks = annotate_recording(record.signal, record.fs, record.lead_names, predict_fn,
                                         model_fs=model_fs, model_leads=model_leads, window_s=window_s,
                                         stride_s=stride_s, batch_size=batch_size, lead=lead,

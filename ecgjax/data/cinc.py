@@ -5,8 +5,10 @@ named 'ECG'), a RECORDS list, and REFERENCE.csv with one 'A00001,N' line per rec
 N (normal), A (AF), O (other rhythm) or ~ (noisy). Public copies of REFERENCE.csv often begin with
 a header line ('data_source,class', ...) and have CRLF line ends: both are accepted.
 
-Records are read like any WFDB record (readers.read_wfdb_recording: header, units to mV, length and
-checksums checked); the lead is read as lead I; each record is its own patient (the challenge
+Records are read like any WFDB record (readers.read_wfdb_recording: header, units to mV, length
+checked). The distributed headers carry 0 in the checksum field and end their lines in CRLF: the
+records are read as WFDB's tools read them, the checksum noted (ingest lists it in notes.csv, with
+one warning). The lead is read as lead I; each record is its own patient (the challenge
 publishes no patient ids); the class goes to metadata 'label', the column of the 'cinc2017' probe
 task. `ingest_cinc2017` builds the store, split at random 75/5/20 % (train/val/test) as in 001.
 """

@@ -8,15 +8,18 @@ Each worker process reads, validates and preprocesses the records of whole shard
 shard under a temporary name, renamed into place with a COMPLETE marker (`store.write_shard`).
 A restart skips complete shards and redoes the rest. Records the readers refuse (ECGInputError,
 or an I/O error of the underlying library) go to rejected.csv with the reason; ingest carries on
-(and fails, pointing at rejected.csv, only when no record at all is usable). Workers end when
-this process does, even on kill -9 (`ecgjax.data.workers`).
+(and fails, pointing at rejected.csv, only when no record at all is usable). What a reader
+tolerates (a checksum that disagrees, non-ECG channels dropped: readers.NOTE_KINDS) is listed in
+notes.csv and warned about once per kind, not once per record. Workers end when this process
+does, even on kill -9 (`ecgjax.data.workers`).
 The store-level tables (metadata.csv, index.npy, lead_mask.npy, store.json) are rebuilt from the
 shards at the end, where patient indices and splits are assigned; a bad split choice fails there
 with the shards kept, so the rerun with the fix only redoes these tables.
 
 PTB-XL is split by strat_fold, by default train 1-8, val 9, test 10; on a copy lacking those folds
 (the shared one holds 1-9) the folds are picked from those present, with a warning saying which
-(1-7 / 8 / 9 there), unless folds were given, in which case an empty split is an error.
+(1-7 / 8 / 9 there), unless folds were given, in which case an empty split is an error. Any
+split left empty (a hashed split of a few patients) is warned about with the flags that fill it.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ from ecgjax.data import store as store_lib
 from ecgjax.data.cinc import CINC2017_SPLIT, cinc2017_items, read_cinc2017_record
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.preprocess import preprocess_record
-from ecgjax.data.readers import PTBXL_SUPERCLASSES, load_ptbxl_table, ptbxl_metadata, read_code15, read_wfdb
+from ecgjax.data.readers import (NOTE_KINDS, PTBXL_SUPERCLASSES, load_ptbxl_table, ptbxl_metadata, read_code15,
+                                 read_wfdb)
 from ecgjax.data.splits import SPLITS, SplitConfig, assign_splits, format_folds, parse_folds, resolve_folds
 from ecgjax.data.synthetic import DEFAULT_NUM_PATIENTS, generate_patient_records
 from ecgjax.data.workers import pool_initializer
@@ -218,7 +222,7 @@ def _patient_str(value) -> str:
 
 def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> dict:
     """Reads, validates, preprocesses and writes one shard. Returns counts for the progress bar."""
-    signals, masks, rows, rejected = [], [], [], []
+    signals, masks, rows, rejected, notes = [], [], [], [], []
     for item in items:
         record_id, path = _item_name(item)
         try:
@@ -239,7 +243,9 @@ def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> d
                          "source": record.source, "original_fs": float(record.fs),
                          "num_samples": int(signal.shape[0]), "path": str(record.path or path),
                          "metadata": _jsonable(record.metadata)})
-    store_lib.write_shard(store_dir, shard, signals, masks, rows, rejected)
+            notes += [{"record": str(record.record_id), "path": str(record.path or path), "kind": kind, "note": note}
+                      for kind, note in record.notes.items()]
+    store_lib.write_shard(store_dir, shard, signals, masks, rows, rejected, notes)
     return {"shard": shard, "records": len(rows), "rejected": len(rejected), "items": len(items)}
 
 
@@ -431,17 +437,19 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
     with `resolve_folds` (auto_folds True: pick folds, False: fail); None leaves it as given.
     """
     output = pathlib.Path(output)
-    rows, rejected, index, masks = [], [], [], []
+    rows, rejected, notes, index, masks = [], [], [], [], []
     for shard in range(num_shards):
-        shard_rows, shard_rejected, shard_index, shard_mask = store_lib.read_shard_tables(output, shard)
+        shard_rows, shard_rejected, shard_notes, shard_index, shard_mask = store_lib.read_shard_tables(output, shard)
         for row in shard_rows:
             row["shard"] = shard
         rows += shard_rows
         rejected += shard_rejected
+        notes += shard_notes
         index.append(np.concatenate([np.full((len(shard_index), 1), shard), shard_index], axis=1))
         masks.append(shard_mask)
     # Before anything can fail: a failed ingest still says which records were refused and why.
     pd.DataFrame(rejected, columns=["record", "path", "reason"]).to_csv(output / "rejected.csv", index=False)
+    pd.DataFrame(notes, columns=["record", "path", "kind", "note"]).to_csv(output / "notes.csv", index=False)
     if not rows and rejected:
         raise ECGInputError(spec["input"], f"all {len(rejected)} records were rejected; the reasons are in "
                                            f"{output / 'rejected.csv'}. Fix or replace those records and "
@@ -469,7 +477,11 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
         summary["folds"] = {name: format_folds(getattr(split, f"{name}_folds")) for name in SPLITS}
         if folds_note:
             summary["folds_note"] = folds_note
-    _warn_empty_splits(summary["splits"], split)
+    empty = _warn_empty_splits(summary["splits"], split, len(patients))
+    if empty:
+        summary["empty_splits"] = empty
+    if notes:
+        summary["notes"] = _warn_notes(notes, output / "notes.csv")
     config = {"fs": float(target_fs), "dtype": np.dtype(store_lib.SAMPLE_DTYPE).name, "num_shards": num_shards,
               "num_records": len(table), "num_patients": len(patients), "label_columns": label_columns,
               "split": split.to_dict(), "ingest": spec}
@@ -479,13 +491,43 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
     return summary
 
 
-def _warn_empty_splits(counts: dict, split: SplitConfig) -> None:
-    """A hashed split can come out empty on a small corpus; probes would fail on it much later."""
-    wanted = {"val": split.val_fraction, "test": split.test_fraction} if split.method == "hash" else {}
-    for name, fraction in wanted.items():
-        if fraction > 0 and not counts[name]:
-            log.warning("the %s split is empty (%s fraction %g of too few patients); pass a larger "
-                        "--%s_fraction or another --split_seed", name, name, fraction, name)
+def _warn_empty_splits(counts: dict, split: SplitConfig, num_patients: int) -> str:
+    """Warns once naming every empty split and the flags that fill it (probes would fail on it much
+    later); returns the warning, or ''. A split asked to be empty (fraction 0) is not warned about."""
+    if split.method == "hash":
+        wanted = {"train": 1 - split.val_fraction - split.test_fraction, "val": split.val_fraction,
+                  "test": split.test_fraction}
+    else:
+        wanted = {name: len(getattr(split, f"{name}_folds")) for name in SPLITS}
+    empty = [name for name in SPLITS if wanted[name] > 0 and not counts[name]]
+    if not empty:
+        return ""
+    names = " and ".join(empty)
+    if split.method != "hash":
+        fix = "pass --train_folds, --val_folds and --test_folds that each name a fold present"
+    elif num_patients < sum(fraction > 0 for fraction in wanted.values()):
+        fix = ("ingest more records into a fresh --output (pretraining needs only train; probes need train, "
+               "val and test)")
+    else:
+        flags_ = " / ".join(f"a larger --{name}_fraction (now {wanted[name]:g})" for name in empty if name != "train")
+        fix = f"pass {flags_ + ' or ' if flags_ else ''}another --split_seed (now {split.seed})"
+    warning = (f"the {names} split{'s are' if len(empty) > 1 else ' is'} empty ({num_patients} "
+               f"patient{'' if num_patients == 1 else 's'}, {split.method} split): {fix}")
+    log.warning("%s", warning)
+    return warning
+
+
+def _warn_notes(notes: list[dict], manifest: pathlib.Path) -> dict[str, int]:
+    """One warning per kind of note (not one per record), with an example and the manifest that
+    lists them all; returns {kind: records}."""
+    counts: dict[str, int] = {}
+    for kind in dict.fromkeys(note["kind"] for note in notes):
+        of_kind = [note for note in notes if note["kind"] == kind]
+        counts[kind] = len(of_kind)
+        log.warning("%d record%s kept with a note: %s (e.g. %s: %s); all listed in %s", len(of_kind),
+                    "" if len(of_kind) == 1 else "s", NOTE_KINDS.get(kind, kind), of_kind[0]["record"],
+                    of_kind[0]["note"], manifest)
+    return counts
 
 
 def format_summary(summary: dict) -> str:
@@ -496,6 +538,11 @@ def format_summary(summary: dict) -> str:
     if "folds" in summary:
         note = f" ({summary['folds_note']})" if summary.get("folds_note") else ""
         lines.append("folds: " + ", ".join(f"{k} {v}" for k, v in summary["folds"].items()) + note)
+    if summary.get("empty_splits"):
+        lines.append(f"warning: {summary['empty_splits']}")
+    if summary.get("notes"):
+        lines.append("kept with notes: " + ", ".join(f"{k} {v:,}" for k, v in summary["notes"].items())
+                     + " (notes.csv)")
     for name, value in summary["labels"].items():
         lines.append(f"  {name}: {value['count']:,} ({value['percent']}%)")
     if "seconds" in summary:

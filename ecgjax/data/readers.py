@@ -1,7 +1,8 @@
 """Readers for real ECG corpora in the layouts users download; each yields `ECGRecord`s in mV.
 
 - `read_wfdb_recording`: any WFDB record (formats 16, 212, FLAC 508/516/524, ...) as it is, header,
-  units, length and checksums checked; any length and lead names, NaN where samples are missing.
+  units and length checked; any length and lead names, NaN where samples are missing; non-ECG
+  channels (units not a voltage) dropped and a checksum that disagrees kept as `ECGRecord.notes`.
 - `read_wfdb`: the same, then `validate_record` (ingest's record-level checks).
 - `load_ptbxl_table` / `read_ptbxl`: the official PTB-XL folder layout.
 - `read_code15`: CODE-15% (`exams.csv` + `exams_part*.hdf5`), read lazily block by block.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import logging
 import math
 import pathlib
 import re
@@ -57,8 +57,16 @@ _BEAT_SYMBOLS = frozenset(
             lambda code: code < len(wfdb.io.annotation.is_qrs) and wfdb.io.annotation.is_qrs[code]),
         "symbol"])
 
-
-log = logging.getLogger(__name__)
+# What `ECGRecord.notes` can hold: things a reader tolerates and reports rather than refusing the
+# record for, each explained once per ingest (not once per record).
+NOTE_KINDS = {
+    "checksum": "the header's checksum disagrees with the samples (0 is a common placeholder, e.g. in "
+                "PhysioNet/CinC 2017); read as WFDB's own tools read them, with length and truncation "
+                "checked",
+    "dropped_channels": "non-ECG channels (units not a voltage, e.g. ABP in mmHg) dropped, the ECG channels kept",
+    "longer_file": "the signal file holds more samples than the header declares; the declared length read "
+                   "(correct the length in the header's record line if the rest belongs to the record)",
+}
 
 # --------------------------------------------------------------------------------------------
 # Validation
@@ -115,16 +123,35 @@ def validate_record(record: ECGRecord, *, allow_flat_leads: bool = False) -> ECG
 # WFDB
 # --------------------------------------------------------------------------------------------
 
-def _units_to_mv(units: Sequence[str], names: Sequence[str], source) -> np.ndarray:
-    """[leads] multipliers turning each channel's physical units into mV."""
-    scale = []
-    for unit, name in zip(units, names):
-        key = (unit or "").strip().lower()
-        if key not in _UNIT_TO_MV:
+def _ecg_channels(units: Sequence[str], names: Sequence[str], source) -> tuple[np.ndarray, np.ndarray, str]:
+    """Which channels are ECG: ([channels] bool keep, [kept] multipliers to mV, a note on the dropped
+    ones or '').
+
+    A channel in volts (mV, uV, V; WFDB's default unit is mV) is ECG. Any other unit (mmHg, %, bpm,
+    ...) marks another signal recorded beside it, as ICU telemetry routinely does, and is dropped.
+    ECGInputError naming `source` when a standard lead name carries such a unit (the header
+    contradicts itself) or when no channel is left.
+    """
+    keys = [(unit or "").strip().lower() for unit in units]
+    keep = np.array([key in _UNIT_TO_MV for key in keys], bool)
+    for unit, name, kept in zip(units, names, keep):
+        if not kept and _is_lead_name(name):
             raise ECGInputError(source, f"unsupported physical unit {unit!r} of signal {name!r} (expected mV, "
                                         "uV or V): fix the units in the header's signal line")
-        scale.append(_UNIT_TO_MV[key])
-    return np.asarray(scale, np.float32)
+    dropped = ", ".join(f"{name} ({unit})" for unit, name, kept in zip(units, names, keep) if not kept)
+    if not keep.any():
+        raise ECGInputError(source, f"no ECG channel: signals {dropped} are not in volts (expected mV, uV or V); "
+                                    "fix the units in the header's signal lines if they are ECG")
+    scale = np.asarray([_UNIT_TO_MV[key] for key, kept in zip(keys, keep) if kept], np.float32)
+    return keep, scale, (f"dropped {dropped}" if dropped else "")
+
+
+def _is_lead_name(name: str) -> bool:
+    try:
+        canonical_lead_name(name)
+    except ECGInputError:
+        return False
+    return True
 
 
 # wfdb's own header grammar, with its per-field defaults and types looked up once: wfdb's
@@ -200,7 +227,7 @@ def _compare_file_sizes(record, directory: pathlib.Path, header_path: pathlib.Pa
 
     Raises ECGInputError for a file too short for the declared samples (truncated). Returns '' or
     a note naming the files that hold more samples than declared (the header's length is wrong, or
-    the file belongs to another record: only checksums could tell).
+    the file belongs to another record).
     """
     names, formats = getattr(record, "file_name", None), getattr(record, "fmt", None)
     if not names or not formats or record.sig_len is None:
@@ -283,15 +310,17 @@ def _as_text(value) -> str | None:
 def read_wfdb_recording(path, *, source: str = "wfdb") -> ECGRecord:
     """Reads one WFDB record (path with or without .hea) as it is, into an ECGRecord in mV.
 
-    Samples are read as digital values, checked against the header (length and checksums, which
-    catch truncated or mismatched signal files), then converted with the header's gain and
-    baseline (invalid-sample codes become NaN) and scaled to mV from the header's units. A signal
-    file holding more samples than the header declares, with no checksum to tell which is right,
-    is read to the declared length with a warning. Any length and lead names are accepted and NaN
-    is kept: the record-level checks are `validate_record`'s (see `read_wfdb`).
+    Samples are read as digital values, checked against the header's length (a truncated signal
+    file is refused), then converted with the header's gain and baseline (invalid-sample codes
+    become NaN) and scaled to mV from the header's units. What WFDB's own tools also read is read
+    and noted in `ECGRecord.notes` (see NOTE_KINDS), not logged: a checksum that disagrees with the
+    samples, a signal file longer than declared (the declared length is read), channels whose
+    units are not a voltage (dropped). Any length and lead names are accepted and NaN is kept: the
+    record-level checks are `validate_record`'s (see `read_wfdb`).
 
-    Returns an ECGRecord with signal [time, leads] float32 mV, record_id and patient_id the record
-    name, metadata {'comments', 'base_time', 'base_date'}; ECGInputError naming the header otherwise.
+    Returns an ECGRecord with signal [time, ECG channels] float32 mV, record_id and patient_id the
+    record name, metadata {'comments', 'base_time', 'base_date'}; ECGInputError naming the header
+    otherwise.
     """
     path = pathlib.Path(path)
     header_path = path.with_suffix(".hea") if path.suffix != ".hea" else path
@@ -307,26 +336,28 @@ def read_wfdb_recording(path, *, source: str = "wfdb") -> ECGRecord:
     if record.n_sig == 0 or digital is None or digital.size == 0:
         raise ECGInputError(header_path, "record has no samples")
     record.d_signal = digital
+    notes = {}
     if record.checksum is not None and all(c is not None for c in record.checksum):
-        actual = record.calc_checksum()
-        wrong = [name for name, want, got in zip(record.sig_name, record.checksum, actual) if int(want) % 65536 != got]
+        wrong = [f"{name}: header {int(want)}, samples {got}" for name, want, got
+                 in zip(record.sig_name, record.checksum, record.calc_checksum()) if int(want) % 65536 != got]
         if wrong:
-            raise ECGInputError(header_path, f"signal file does not match header checksum (leads {wrong}): "
-                                             f"truncated or mismatched signal file{f' ({longer})' if longer else ''}")
+            notes["checksum"] = f"checksum disagrees ({'; '.join(wrong)})"
     if longer:
-        log.warning("%s: %s; reading the declared %d (correct the length in the header's record line if "
-                    "the rest belongs to the record)", header_path, longer, record.sig_len)
-    signal = record.dac(return_res=32) * _units_to_mv(record.units or [""] * record.n_sig, record.sig_name,
-                                                      header_path)
+        notes["longer_file"] = f"{longer}; read the declared {record.sig_len}"
+    keep, scale, dropped = _ecg_channels(record.units or [""] * record.n_sig, record.sig_name, header_path)
+    if dropped:
+        notes["dropped_channels"] = dropped
+    signal = record.dac(return_res=32)[:, keep] * scale
     return ECGRecord(
         signal=np.ascontiguousarray(signal, np.float32),
         fs=float(record.fs),
-        lead_names=tuple(record.sig_name),
+        lead_names=tuple(name for name, kept in zip(record.sig_name, keep) if kept),
         record_id=record.record_name,
         patient_id=record.record_name,
         source=source,
         metadata={"comments": list(record.comments or []), **start_time},
         path=str(header_path),
+        notes=notes,
     )
 
 

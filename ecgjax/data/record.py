@@ -20,6 +20,9 @@ class ECGRecord:
       source: corpus name ('ptbxl', 'code15', 'wfdb', 'synthetic', ...).
       metadata: labels and everything else (age, sex, scp codes, superclasses, fold, ...).
       path: where the record came from, for error messages.
+      notes: {kind: text} of what the reader noticed but did not refuse (a checksum that disagrees,
+        non-ECG channels dropped, a signal file longer than declared; kinds in readers.NOTE_KINDS),
+        for the caller to report (ingest lists them once, in notes.csv).
     """
 
     signal: np.ndarray
@@ -30,6 +33,7 @@ class ECGRecord:
     source: str
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: str = ""
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:

@@ -57,7 +57,8 @@ def _unit_interval_hash(patient_id: str, seed: int) -> float:
 
 
 def hashed_patient_split(patient_ids, *, val_fraction=0.1, test_fraction=0.1, seed=0) -> np.ndarray:
-    """Split name per record from its patient id alone, so all records of a patient agree.
+    """Split name per record from its patient id alone, so all records of a patient agree; where
+    that would leave train empty (a corpus of a patient or two) one patient is put in train.
 
     Args:
       patient_ids: [num_records] patient ids (any str-able values).
@@ -68,6 +69,10 @@ def hashed_patient_split(patient_ids, *, val_fraction=0.1, test_fraction=0.1, se
     unique = ids.unique()
     u = np.array([_unit_interval_hash(p, seed) for p in unique])
     names = np.where(u < test_fraction, "test", np.where(u < test_fraction + val_fraction, "val", "train"))
+    if unique.size and val_fraction + test_fraction < 1 and not (names == "train").any():
+        # Too few patients to fill every split (one record): training data comes first, so the
+        # patient hashed closest to train's share goes there. Larger corpora are never touched.
+        names[np.argmax(u)] = "train"
     by_patient = dict(zip(unique, names))
     return ids.map(by_patient).to_numpy(object)
 

@@ -8,12 +8,15 @@ Layout of a store directory (written once by `ecgjax.data.ingest`):
     index.npy               [num_records, 3] int64: shard, offset (samples into that shard), length
     lead_mask.npy           [num_records, 12] bool
     rejected.csv            records the readers refused, with the reason
+    notes.csv               records kept with a note (record, path, kind, note): a checksum that
+                            disagrees, non-ECG channels dropped, ... (readers.NOTE_KINDS)
     shards/shard_NNNNN/     one folder per shard, renamed into place atomically when complete:
         signals.npy         [shard_time, 12] float16, records concatenated along time (mV)
         index.npy           [shard_records, 2] int64: offset, length
         lead_mask.npy       [shard_records, 12] bool
         records.jsonl       per-record metadata (one JSON object per line)
         rejected.jsonl      records of this shard that were rejected
+        notes.jsonl         notes on records of this shard that were kept
         COMPLETE            completion marker, written last
 
 Signals are memory-mapped (`np.load(mmap_mode='r')`), one open map per shard, so a million
@@ -47,7 +50,7 @@ def shard_is_complete(store_dir, shard: int) -> bool:
     return (shard_dir(store_dir, shard) / COMPLETE_MARKER).is_file()
 
 
-def write_shard(store_dir, shard: int, signals, lead_masks, records, rejected) -> pathlib.Path:
+def write_shard(store_dir, shard: int, signals, lead_masks, records, rejected, notes=()) -> pathlib.Path:
     """Writes one shard to a temporary folder and renames it into place atomically.
 
     Args:
@@ -55,6 +58,7 @@ def write_shard(store_dir, shard: int, signals, lead_masks, records, rejected) -
       lead_masks: list of [12] bool arrays.
       records: list of JSON-serialisable metadata dicts, one per accepted record.
       rejected: list of dicts (record, path, reason) for records that were refused.
+      notes: list of dicts (record, path, kind, note) on accepted records.
     Returns:
       The shard's final folder. A crash before the rename leaves only a `.tmp-*` folder,
       which a restart ignores and overwrites.
@@ -68,7 +72,7 @@ def write_shard(store_dir, shard: int, signals, lead_masks, records, rejected) -
     np.save(tmp / "signals.npy", data.astype(SAMPLE_DTYPE))
     np.save(tmp / "index.npy", np.stack([offsets, lengths], axis=1) if signals else np.zeros((0, 2), np.int64))
     np.save(tmp / "lead_mask.npy", np.asarray(lead_masks, bool).reshape(-1, NUM_LEADS))
-    for name, rows in (("records.jsonl", records), ("rejected.jsonl", rejected)):
+    for name, rows in (("records.jsonl", records), ("rejected.jsonl", rejected), ("notes.jsonl", notes)):
         with open(tmp / name, "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
     (tmp / COMPLETE_MARKER).write_text("ok\n")
@@ -81,13 +85,17 @@ def write_shard(store_dir, shard: int, signals, lead_masks, records, rejected) -
 
 
 def read_shard_tables(store_dir, shard: int):
-    """Returns (records list[dict], rejected list[dict], index [n, 2], lead_mask [n, 12]) of a shard."""
+    """Returns (records, rejected, notes: list[dict] each, index [n, 2], lead_mask [n, 12]) of a shard;
+    a shard written before notes were kept has none."""
     folder = shard_dir(store_dir, shard)
     tables = []
-    for name in ("records.jsonl", "rejected.jsonl"):
+    for name in ("records.jsonl", "rejected.jsonl", "notes.jsonl"):
+        if not (folder / name).is_file() and name == "notes.jsonl":
+            tables.append([])
+            continue
         with open(folder / name) as f:
             tables.append([json.loads(line) for line in f if line.strip()])
-    return tables[0], tables[1], np.load(folder / "index.npy"), np.load(folder / "lead_mask.npy")
+    return (*tables, np.load(folder / "index.npy"), np.load(folder / "lead_mask.npy"))
 
 
 class StoreNotFoundError(UserError, FileNotFoundError):
