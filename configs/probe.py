@@ -10,9 +10,12 @@ init: 'pretrained' (the checkpoint's encoder), 'random' (same architecture, rand
 the baseline of 003 Table 4) or 'supervised' (trained end to end from scratch: Table 5).
 """
 import ml_collections
+from ml_collections import config_dict
 
+from ecgjax.cli import closest
+from ecgjax.data.splits import SPLITS
+from ecgjax.errors import UserError
 from ecgjax.eval import classifier
-from ecgjax.eval.folds import STANDARD_FOLDS
 
 
 def get_config(arg=None):
@@ -37,10 +40,11 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict()
     c.data.store = ""              # '' = the store of the checkpoint's config (synthetic cohort by default)
     # PTB-XL strat_fold folds (used when the store has strat_fold; else the store's split column).
-    # Standard protocol 1-8 / 9 / 10; a copy with folds 1-9 only: 1-7 / 8 / 9. Left at the standard
-    # folds on a store that lacks one of them, the store's own ingest split is used (with a warning)
-    # where it fills every split; otherwise the probe stops before any work and names the flags.
-    c.folds = ml_collections.ConfigDict(dict(STANDARD_FOLDS))
+    # Unset (None), a split takes the standard protocol's folds, 1-8 / 9 / 10; a copy with folds 1-9
+    # only needs 1-7 / 8 / 9. Where the standard folds leave a split of such a store empty, the unset
+    # ones fall back (with a warning) to the store's split; a fold set here is used as given or
+    # refused before any work (ecgjax.eval.folds.resolve_splits).
+    c.folds = ml_collections.ConfigDict({split: config_dict.placeholder(str) for split in SPLITS})
     # Self-distillation's pool beyond the training records the labelled subset left out: the
     # records of this store (another corpus, at the task store's rate; labels never read), at
     # most unlabelled_records of them (a fixed random sample; 0 = all). Each is cut to the
@@ -60,7 +64,11 @@ def get_config(arg=None):
     c.bootstrap = 1000             # patient-level bootstrap resamples for the CIs (0 = none)
     c.save_model = False           # also save each seed's Classifier under workdir/models/
 
-    if arg and "runlocal" in str(arg):
+    unknown = [key for key in filter(None, str(arg or "").split(",")) if key.strip() != "runlocal"]
+    if unknown:
+        raise UserError(f"config arg {unknown[0]!r} (after ':' in --config=configs/probe.py:{arg}) is unknown"
+                        f"{closest(unknown[0], ['runlocal'])}; the probe config takes only 'runlocal'")
+    if arg:
         c.seeds = 2
         c.bootstrap = 20
         c.optim.update(dict(batch_size=16, eval_batch_size=32, linear_epochs=5, epochs=2, patience=0,

@@ -42,9 +42,33 @@ def _config_keys(config, prefix: str = "") -> list[str]:
     return keys
 
 
+def _user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError a config file's get_config raised, if any: the innermost of the chain (the flag
+    parser wraps it, ml_collections re-raises it with the traceback as text)."""
+    found = None
+    while error is not None:
+        found = error if isinstance(error, UserError) else found
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def _missing_required_flags() -> list[str]:
+    """Flags marked required (absl.flags.mark_flags_as_required) that were not given."""
+    return [name for name in flags.FLAGS if flags.FLAGS[name].value is None
+            and any("must have a value other than None" in getattr(v, "message", "")
+                    for v in flags.FLAGS[name].validators)]
+
+
 def _explain_flag_error(error: Exception, argv: list[str]) -> str:
     """A one-line account of a flag-parsing failure (unknown override, missing config file...)."""
     text = str(error)
+    user_error = _user_error_in(error)
+    if user_error is not None:
+        return str(user_error)
+    if "must have a value other than None" in text:
+        missing = _missing_required_flags() or re.findall(r"Flag --(\w+) must have", text)
+        return "; ".join(f"--{name} is required ({flags.FLAGS[name].help.rstrip('.')}): pass --{name}=..."
+                         for name in missing)
     given = dict(re.match(r"--(\w+)=(.*)", arg).groups() for arg in argv[1:] if re.match(r"--\w+=", arg))
     for arg in argv[1:]:
         match = re.match(r"--(\w+)\.([\w.]+)=?", arg)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from ecgjax.cli import closest
 from ecgjax.data import augment, synthetic
+from ecgjax.errors import UserError
 
 # What `arg` may set and how to parse it. Anything else goes through --config.a.b=v overrides.
 _ARG_TYPES = {
@@ -31,12 +33,17 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in _ARG_TYPES:
-            raise ValueError(f"unknown config arg {key!r}; known: {sorted(_ARG_TYPES)}")
+            raise UserError(f"config arg {key!r} (the part after ':' in --config=configs/NAME.py:{arg}) is unknown"
+                            f"{closest(key, _ARG_TYPES)}; known: {', '.join(sorted(_ARG_TYPES))}")
         kind = _ARG_TYPES[key]
         if kind is bool:
             values[key] = value.strip().lower() not in ("0", "false", "no") if value else True
-        else:
+            continue
+        try:
             values[key] = kind(value.strip())
+        except ValueError:
+            raise UserError(f"config arg {item.strip()!r} in --config=configs/NAME.py:{arg}: expected "
+                            f"{key}=<{kind.__name__}>") from None
     return ml_collections.ConfigDict(values)
 
 
@@ -58,7 +65,7 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     a = parse_arg(arg, **defaults)
     if a.cpu:
         if a.runlocal:
-            raise ValueError(f"config arg {arg!r}: 'cpu' (real pretraining on 2 cores) and 'runlocal' "
+            raise UserError(f"config arg {arg!r}: 'cpu' (real pretraining on 2 cores) and 'runlocal' "
                              "(a smoke run) exclude each other")
         a = parse_arg(arg, **{**defaults, **CPU_RECIPE})
     c = ml_collections.ConfigDict()

@@ -12,7 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from fixtures import write_wfdb_fixture
+from ecgjax.data.splits import SplitConfig
+
+import entry_points
+from fixtures import write_fold_store, write_wfdb_fixture
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k != "ECGJAX_DEBUG"} | {"JAX_PLATFORMS": "cpu"}
@@ -60,6 +63,29 @@ def test_misspelled_override_suggests_the_closest_key(pretrain_args, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_misspelled_config_arg_suggests_the_closest(tmp_path):
+    """`:runlcoal` (the part after ':' in --config) was a ValueError with no suggestion; the probe
+    config ignored it and ran its full-size recipe."""
+    for config in ("configs/hybrid.py:runlcoal", "configs/probe.py:runlcoal"):
+        script = "experiments/probe.py" if "probe" in config else "experiments/pretrain.py"
+        result = entry_points.run(script, f"--config={config}", f"--workdir={tmp_path / 'run'}")
+        assert result.returncode == 2
+        assert_user_error(result, "config arg 'runlcoal'", "did you mean runlocal?")
+        assert "ValueError" not in result.stderr
+    result = entry_points.run("experiments/pretrain.py", "--config=configs/hybrid.py:patch=abc",
+                              f"--workdir={tmp_path / 'run'}")
+    assert_user_error(result, "config arg 'patch=abc'", "expected patch=<int>")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_required_flags_are_named_with_what_to_pass():
+    result = entry_points.run("experiments/pretrain.py", "--config=configs/hybrid.py:runlocal")
+    assert result.returncode == 2
+    assert_user_error(result, "--workdir is required (Directory for checkpoints and logs): pass --workdir=")
+    result = entry_points.run("experiments/annotate.py")  # every missing flag at once, not the last one
+    assert_user_error(result, "--checkpoint is required", "--input is required", "--output is required")
+
+
 def test_missing_config_file(tmp_path):
     result = run("experiments/pretrain.py", "--config=configs/nope.py", f"--workdir={tmp_path / 'run'}")
     assert_user_error(result, "configs/nope.py", "not found")
@@ -69,6 +95,21 @@ def test_missing_store(pretrain_args, tmp_path):
     store = tmp_path / "no_store"
     result = run(*pretrain_args, f"--workdir={tmp_path / 'run'}", f"--config.data.store={store}")
     assert_user_error(result, store, "python -m ecgjax.data.ingest")
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_on_fewer_patients_than_the_batch(tmp_path):
+    """A cohort of 4 patients (3 in train) under runlocal's batch of 32: was a traceback, exit 1 and an
+    empty workdir; now one line naming the split, the batch and both fixes, and nothing written."""
+    result = entry_points.run("experiments/pretrain.py", "--config=configs/hybrid.py:runlocal",
+                              "--config.data.synthetic.num_patients=4",
+                              f"--config.data.synthetic.cache_dir={tmp_path / 'cache'}",
+                              f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert_user_error(result, "split 'train' holds 3 patients", "fewer than --config.train.batch_size=32",
+                      "Pass --config.train.batch_size=3 or less", "--config.data.synthetic.num_patients")
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.splitlines()[-1]]
     assert not (tmp_path / "run").exists()
 
 
@@ -118,6 +159,20 @@ def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
                       "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
                       "--config.data.unlabelled_records=-1",
                       "--config.protocol.skip_for_pretrained=amplitude,powerline: amplitude, powerline is not one of")
+    assert not (tmp_path / "probe").exists()
+
+
+def test_a_fold_given_on_the_command_line_is_refused_not_replaced(tmp_path):
+    """--config.folds.test=10 on a store of folds 1-9 silently tested on fold 9 ("with the default
+    ..."): a fold the user set is used or refused; only unset ones fall back (tests/test_folds.py)."""
+    store = write_fold_store(tmp_path / "store", SplitConfig(method="folds", train_folds=tuple(range(1, 8)),
+                                                             val_folds=(8,), test_folds=(9,)))
+    result = entry_points.run("experiments/probe.py", "--config=configs/probe.py:runlocal", "--config.init=supervised",
+                              "--config.encoder_config=configs/hybrid.py:runlocal", f"--config.data.store={store.path}",
+                              "--config.folds.test=10", f"--workdir={tmp_path / 'probe'}")
+    assert result.returncode == 2
+    assert_user_error(result, "--config.folds.test=10: the test split is empty", "holds folds 1-9",
+                      "pass --config.folds.train=1-7 --config.folds.val=8 --config.folds.test=9")
     assert not (tmp_path / "probe").exists()
 
 

@@ -33,9 +33,10 @@ def test_suggestion_and_standard_folds():
     assert folds.suggest_folds(range(1, 10)) == {"train": "1-7", "val": "8", "test": "9"}
     assert folds.suggest_folds(range(1, 11)) == {"train": "1-8", "val": "9", "test": "10"}
     assert folds.suggest_folds([4, 5]) is None
-    assert folds.is_standard({"train": "1,2,3,4,5,6,7,8", "val": "9", "test": "10"})
-    assert not folds.is_standard({"train": "1-7", "val": "8", "test": "9"}) and not folds.is_standard(None)
-    assert not folds.is_standard({"train": "1-8", "val": "x", "test": "10"})  # left to resolve_splits
+    # Standard means no split set (configs/probe.py's None), not folds that equal the standard ones.
+    assert folds.is_standard({"train": None, "val": None, "test": None})
+    assert not folds.is_standard({"train": None, "val": None, "test": "10"}) and not folds.is_standard(None)
+    assert not folds.is_standard({"train": "1-8", "val": "9", "test": "10"})
 
 
 def test_standard_folds_without_fold_10_name_the_flags(no_test_split):
@@ -62,6 +63,22 @@ def test_standard_folds_fall_back_to_the_ingest_split(split_by_folds_1_9, caplog
     # Folds the user chose are never replaced.
     with pytest.raises(UserError, match="test split is empty"):
         folds.resolve_splits(split_by_folds_1_9, MI, folds.STANDARD_FOLDS, standard=False)
+
+
+def test_a_fold_set_is_refused_where_unset_ones_fall_back(split_by_folds_1_9, caplog):
+    """--config.folds.test=10 on a store without fold 10 is refused, though the standard test fold is
+    10 too; with only train set, the unset val and test follow ingest's rule (8, 9) beside it."""
+    unset = {"train": None, "val": None}
+    with pytest.raises(UserError, match=r"--config.folds.test=10: the test split is empty .*holds folds 1-9"):
+        folds.resolve_splits(split_by_folds_1_9, MI, {**unset, "test": "10"})
+    with caplog.at_level(logging.WARNING, logger="ecgjax"):
+        splits = folds.resolve_splits(split_by_folds_1_9, MI, {"train": "1-6", "val": None, "test": None})
+    fold = split_by_folds_1_9.metadata["strat_fold"].to_numpy()
+    assert [sorted(set(fold[splits[s]])) for s in ("train", "val", "test")] == [list(range(1, 7)), [8], [9]]
+    assert "the unset folds follow ingest's rule instead: val 8, test 9" in caplog.text
+    # An unset split whose rule-picked folds the set ones took is not replaced either.
+    with pytest.raises(UserError, match="test split is empty"):
+        folds.resolve_splits(split_by_folds_1_9, MI, {"train": "1-7", "val": "8,9", "test": None})
 
 
 def test_split_without_labels_and_bad_fold_flags(tmp_path):

@@ -208,6 +208,17 @@ class PatientViews:
         return out
 
 
+class TooFewPatients(UserError):
+    """A split with fewer usable patients than one batch takes (one segment per patient per batch)."""
+
+    def __init__(self, patients: int, split: str | None, needed: int, batch_size: int, shard_count: int = 1):
+        self.patients, self.split, self.needed = patients, split, needed
+        self.batch_size, self.shard_count = batch_size, shard_count
+        share = f" x {shard_count} processes" if shard_count > 1 else ""
+        super().__init__(f"{patients} patients in split {split!r} with >= {needed} samples: "
+                         f"fewer than batch_size {batch_size}{share}")
+
+
 def _read_options(prefetch_batches: int) -> grain.ReadOptions:
     """Grain's default read-ahead is 500 elements on 16 threads; our elements are whole batches
     (a 128 x 3-view batch is ~46 MB), so that default would hold ~23 GB. Read a few ahead."""
@@ -267,9 +278,7 @@ def make_pretrain_dataset(store: ECGStore, *, views: Sequence[str] = ("segment",
     # Every shard gets the same number of batches per epoch: that of the smallest shard.
     epoch_batches = (len(kept) // shard_count) // batch_size
     if drop_remainder and epoch_batches == 0:
-        share = f" x {shard_count} processes" if shard_count > 1 else ""
-        raise ValueError(f"{len(kept)} patients in split {split!r} with >= {needed} samples: "
-                         f"fewer than batch_size {batch_size}{share}")
+        raise TooFewPatients(len(kept), split, needed, batch_size, shard_count)
     # Workers get the signals and the flat record arrays, not the metadata table: loader memory
     # does not grow with the number of records beyond a few integers each.
     beats = beats_lib.load_or_build(store, workers=max(1, num_workers)) if "heart_rate" in views else None

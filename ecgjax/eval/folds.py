@@ -6,9 +6,11 @@
 Fold lists split a store whose records all have a PTB-XL strat_fold (`task_splits`); other
 stores, or no fold lists, use the split assigned at ingest. A split the command needs that holds
 no record with a valid label is a UserError naming the split, the folds (or split sizes) the store
-holds and the exact flags to pass. When the fold lists are the standard ones (train 1-8 / val 9 /
-test 10) and the store lacks one of them, as the shared PTB-XL copy lacks fold 10, the store's own
-ingest split is used instead where it fills every needed split, and a warning says which.
+holds and the exact flags to pass. A split whose folds are unset (None) takes the standard ones
+(train 1-8 / val 9 / test 10); where those leave a needed split empty, as on the shared PTB-XL copy
+without fold 10, only the unset splits fall back, with a warning: all unset, to the store's own
+ingest split; some set, to the folds ingest's rule gives (`suggest_folds`) beside the set ones.
+Folds the user set are used as given or refused, never replaced.
 """
 from __future__ import annotations
 
@@ -68,22 +70,26 @@ def fold_flags(flag: str, folds: dict) -> str:
     return f"{flag}=" + ",".join(str(folds[split]) for split in SPLITS)
 
 
+def unset_splits(folds: dict | None) -> set[str]:
+    """The splits `folds` leaves unset (None, '' or absent): they take STANDARD_FOLDS."""
+    return set(SPLITS) if folds is None else {split for split in SPLITS if not folds.get(split)}
+
+
 def is_standard(folds: dict | None) -> bool:
-    """Whether `folds` are the standard protocol's (however spelled); bad ones are left to
-    resolve_splits, which names the flag."""
-    try:
-        return bool(folds) and all(parse_folds(folds[s]) == parse_folds(STANDARD_FOLDS[s]) for s in SPLITS)
-    except (KeyError, UserError):
-        return False
+    """Whether `folds` sets no split at all, so the standard protocol applies with its fallback to
+    the store's ingest split (configs/probe.py's default: every split None)."""
+    return folds is not None and unset_splits(folds) == set(SPLITS)
+
+
+def _with_standard(folds: dict) -> dict:
+    """`folds` with STANDARD_FOLDS in its unset splits."""
+    return {split: folds.get(split) or STANDARD_FOLDS[split] for split in SPLITS}
 
 
 def _parsed(folds: dict, flag: str) -> dict[str, tuple[int, ...]]:
     """Fold numbers per split; a UserError naming the flag for bad text or a fold used twice."""
     parsed = {}
     for split in SPLITS:
-        if split not in folds:
-            raise UserError(f"{flag}: no folds given for the {split} split; pass e.g. "
-                            f"{fold_flags(flag, STANDARD_FOLDS)}")
         try:
             parsed[split] = parse_folds(folds[split])
         except UserError as error:
@@ -136,31 +142,58 @@ def _problem(task: Task, empty: dict[str, int]) -> str:
                                                                     if with_records else "")
 
 
+def _fallback(store: ECGStore, task: Task, folds: dict, unset: set[str], needed):
+    """(splits, (what, which)) standing in for standard folds that leave a needed split empty, or None.
+
+    Every split unset: the store's own ingest split. Some set: the unset splits take the folds
+    ingest's rule picks from the labelled folds (all of them, else those the set splits leave),
+    where they are disjoint from the set ones and fill every needed split."""
+    if unset == set(SPLITS):
+        own = task_splits(store, None)
+        return None if _empty(store, task, own, needed) else (own, ("the store's own split from ingest is used",
+                                                                    _ingest_split(store)))
+    labelled = _folds(store, task)
+    taken = {f for split in set(SPLITS) - unset for f in parse_folds(folds[split])}
+    for present in (labelled, [f for f in labelled if f not in taken]):
+        suggestion = suggest_folds(present)
+        if suggestion is None or any(set(parse_folds(suggestion[s])) & taken for s in unset):
+            continue
+        picked = {split: suggestion[split] if split in unset else folds[split] for split in SPLITS}
+        splits = task_splits(store, picked)
+        if not _empty(store, task, splits, needed):
+            return splits, ("the unset folds follow ingest's rule", ", ".join(
+                f"{split} {picked[split]}" for split in SPLITS if split in unset))
+    return None
+
+
 def resolve_splits(store: ECGStore, task: Task, folds: dict | None, *, needed: Sequence[str] = SPLITS,
                    flag: str = "--config.folds", standard: bool = False) -> dict[str, np.ndarray]:
     """{'train', 'val', 'test'} -> store record indices (`task_splits`), checked up front.
 
-    folds: fold lists per split ('1-8', '9', ...) or None for the store's ingest split.
+    folds: fold lists per split ('1-8', '9', ...; None or absent: unset, the standard folds), or
+      None for the store's ingest split.
     needed: the splits the command uses; one without a validly labelled record is a UserError
       naming `flag`, the folds the store holds and the flags that would work.
-    standard: the folds are the untouched defaults, so the store's own ingest split may stand in
-      when they leave a needed split empty (logged as a warning).
+    standard: treat every split as unset (the caller's folds are untouched defaults).
+    Where the standard folds of the unset splits leave a needed split empty, those splits fall back
+    (logged as a warning; see the module docstring); set ones never do.
     """
+    unset = set(SPLITS) if standard else unset_splits(folds)
+    folds = _with_standard(folds) if folds is not None else None
     uses_folds = bool(folds) and has_folds(store)
     parsed = _parsed(folds, flag) if uses_folds else None
     splits = task_splits(store, folds)
     empty = _empty(store, task, splits, needed)
     if not empty:
         return splits
-    if uses_folds and standard:
-        own = task_splits(store, None)
-        if not _empty(store, task, own, needed):
-            logger.warning("%s holds folds %s: with the default %s %s, so the store's own split from "
-                           "ingest is used instead: %s (records: %s). Pass %s.* to choose other folds.",
-                           store.path, format_folds(_folds(store)), fold_flags(flag, folds),
-                           _problem(task, empty), _ingest_split(store),
-                           ", ".join(f"{s} {len(own[s])}" for s in SPLITS), flag)
-            return own
+    fallback = _fallback(store, task, folds, unset, needed) if uses_folds and unset else None
+    if fallback is not None:
+        instead, how = fallback
+        logger.warning("%s holds folds %s: with %s %s, so %s instead: %s (records: %s). "
+                       "Pass %s.* to choose other folds.", store.path, format_folds(_folds(store)),
+                       fold_flags(flag, folds), _problem(task, empty), how[0], how[1],
+                       ", ".join(f"{s} {len(instead[s])}" for s in SPLITS), flag)
+        return instead
     sizes = ", ".join(f"{split} {len(splits[split])}" for split in SPLITS)
     present, labelled = _folds(store), _folds(store, task)
     suggestion = suggest_folds(labelled)

@@ -69,13 +69,33 @@ def make_dataset(config: ml_collections.ConfigDict, store: ECGStore, *, seed: in
         raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by the {count} processes; "
                         f"pass a multiple of {count}")
     cpc = config.objective.cpc
-    return pipeline.make_pretrain_dataset(
-        store, views=loader_views(config.objective), batch_size=config.train.batch_size // count,
-        segment_s=config.data.segment_s, seed=config.seed if seed is None else seed,
-        split=config.data.split or None,
-        num_workers=config.data.num_workers, shard_index=index, shard_count=count,
-        dtype=store.config["dtype"],  # stored samples as they are: the step casts them on the device
-        cpc=pipeline.CPCSpec(n_context=cpc.n_context, frame_s=cpc.frame_s, offset=cpc.offset))
+    try:
+        return pipeline.make_pretrain_dataset(
+            store, views=loader_views(config.objective), batch_size=config.train.batch_size // count,
+            segment_s=config.data.segment_s, seed=config.seed if seed is None else seed,
+            split=config.data.split or None,
+            num_workers=config.data.num_workers, shard_index=index, shard_count=count,
+            dtype=store.config["dtype"],  # stored samples as they are: the step casts them on the device
+            cpc=pipeline.CPCSpec(n_context=cpc.n_context, frame_s=cpc.frame_s, offset=cpc.offset))
+    except pipeline.TooFewPatients as error:
+        raise UserError(too_few_patients(config, error, store.fs)) from None
+
+
+def too_few_patients(config: ml_collections.ConfigDict, error: pipeline.TooFewPatients, fs: float) -> str:
+    """What to change when a split cannot fill one batch: a smaller batch, or more records."""
+    data = config.data
+    where = (f"--config.data.store={data.store}" if data.store else
+             f"the synthetic cohort (--config.data.synthetic.num_patients={data.synthetic.num_patients})")
+    split = f"split {error.split!r}" if error.split else "the store"
+    usable = error.patients // error.shard_count * error.shard_count
+    smaller = (f"--config.train.batch_size={usable} or less" if usable else "a smaller --config.train.batch_size")
+    more = ("a larger --config.data.synthetic.num_patients" if not data.store else
+            "a store with more patients (ingest more records; a corpus of a few patients needs --val_fraction / "
+            "--test_fraction that leave train some)")
+    return (f"{where}: {split} holds {error.patients} patients with a record of at least "
+            f"{error.needed / fs:g} s ({error.needed} samples), fewer than --config.train.batch_size="
+            f"{config.train.batch_size} (each batch takes one segment of as many different patients). Pass {smaller}, "
+            f"or {more}")
 
 
 def open_store_in_turn(data: ml_collections.ConfigDict) -> ECGStore:
@@ -226,13 +246,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_resumable(config, workdir)
     trainer = Trainer(config)
     store = open_store_in_turn(config.data)
-    os.makedirs(workdir, exist_ok=True)  # after the checks above, so a mistake leaves no empty workdir
     labels = {c: f"{store.metadata[c].mean():.1%}" for c in store.label_columns()}
     logger.info("data %s: %d records of %d patients at %g Hz (%d patients in split %r); label "
                 "prevalence %s", store.path, len(store), store.num_patients, store.fs,
                 len(store.split_patients(config.data.split)) if config.data.split else store.num_patients,
                 config.data.split, labels)
-    data_iter = iter(make_dataset(config, store))
+    data_iter = iter(make_dataset(config, store))  # refuses a split smaller than a batch
+    os.makedirs(workdir, exist_ok=True)  # after the checks above, so a mistake leaves no empty workdir
     if jax.process_count() > 1:
         logger.info("%d processes, %d devices each: every process reads its own shard of the patients "
                     "and %d segments of each batch", jax.process_count(), jax.local_device_count(),
