@@ -32,6 +32,15 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+def closest_path(path) -> str:
+    """' (did you mean DIR/X?)' for the entry of the parent folder closest to a path that does not
+    exist (a typo in the last part), or ''."""
+    parent, name = os.path.split(os.path.normpath(os.path.expanduser(str(path))))
+    entries = os.listdir(parent or ".") if os.path.isdir(parent or ".") else []
+    match = difflib.get_close_matches(name, entries, n=1, cutoff=0.6)
+    return f" (did you mean {os.path.join(parent, match[0])}?)" if match else ""
+
+
 def _config_keys(config, prefix: str = "") -> list[str]:
     keys = []
     for key, value in config.items():

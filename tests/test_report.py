@@ -1,17 +1,15 @@
 """Report from a synthetic tree of run JSONs: schema round trip, table numbers, figures, CLI."""
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+import entry_points
 from ecgjax.data.errors import ECGInputError
 from ecgjax.eval.report import write_report
 from ecgjax.eval.runs import RunRecord, read_runs, write_run_json
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ("MI", "STTC", "CD", "HYP")
 METHODS = ("CL", "GL", "HL")
 CELLS = [(60, 2, 256), (60, 4, 256), (125, 2, 256), (125, 4, 512)]
@@ -168,11 +166,22 @@ def test_multilabel_run_is_split_per_task(tmp_path):
 def test_entry_point(tmp_path):
     for seed in range(2):
         write_run_json(tmp_path / "runs", _run("HL", (60, 2, 256), "finetune", "MI", seed))
-    out = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"),
-                          f"--workdir={tmp_path / 'runs'}", f"--output_dir={tmp_path / 'out'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = entry_points.run("experiments/report.py", f"--workdir={tmp_path / 'runs'}", f"--output_dir={tmp_path / 'out'}")
     assert out.returncode == 0, out.stderr
     report = tmp_path / "out" / "report.md"
     assert str(report) in out.stdout
     mi = [auroc_value("HL", (60, 2, 256), "finetune", "MI", s) for s in range(2)]
     assert _mean_std(mi) in report.read_text()
+
+
+def test_entry_point_tells_a_missing_workdir_from_an_empty_one(tmp_path):
+    """Both were 'no run JSON ... found': now which, the closest existing folder, and what writes runs."""
+    (tmp_path / "runs").mkdir()
+    missing = entry_points.run("experiments/report.py", f"--workdir={tmp_path / 'rnus'}")
+    empty = entry_points.run("experiments/report.py", f"--workdir={tmp_path / 'runs'}")
+    for result in (missing, empty):
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "experiments/probe.py --workdir=DIR" in result.stderr and "experiments/sweep.py" in result.stderr
+    assert f"--workdir={tmp_path / 'rnus'}: no such directory (did you mean {tmp_path / 'runs'}?)" in missing.stderr
+    assert f"--workdir={tmp_path / 'runs'}: an empty directory, no run JSON" in empty.stderr
+    assert not (tmp_path / "runs" / "report").exists()

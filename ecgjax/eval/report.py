@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import pathlib
 
-from ecgjax.data.errors import ECGInputError
+from ecgjax.cli import closest_path
+from ecgjax.errors import UserError
 from ecgjax.eval.aggregate import BASELINE_LABEL, BASELINE_OF, loss_frame, methods_of, runs_to_frame, summarise
 from ecgjax.eval.figures import AXES, axis_figure
 from ecgjax.eval.metrics import CRITERIA_TASKS
@@ -24,14 +25,41 @@ from ecgjax.eval.runs import SCHEMA, read_runs
 from ecgjax.eval.tables import best_table, cell_table, long_table, loss_table, scarcity_table
 
 
+# What writes the run JSONs a report reads.
+_PRODUCERS = ("runs come from experiments/probe.py --workdir=DIR (one JSON per seed) or experiments/sweep.py "
+              "--workdir=DIR (every cell's probes); pass that DIR")
+
+
+def check_workdir(workdir) -> None:
+    """A UserError for a --workdir that does not exist or is not a folder, naming what writes one."""
+    path = pathlib.Path(workdir)
+    if not path.exists():
+        raise UserError(f"--workdir={workdir}: no such directory{closest_path(workdir)}; {_PRODUCERS}")
+    if not path.is_dir():
+        raise UserError(f"--workdir={workdir}: a file, not a directory; {_PRODUCERS}")
+
+
+def _what_is_there(path: pathlib.Path) -> str:
+    """'an empty directory', 'a pretraining run' or 'N files' for a folder without run JSONs."""
+    files = [p for p in path.rglob("*") if p.is_file()]
+    if not files:
+        return "an empty directory"
+    if (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+        return ("a pretraining run (probe it first: experiments/probe.py --config.checkpoint="
+                f"{path} --workdir={path / 'probe'})")
+    return f"{len(files)} files"
+
+
 def write_report(workdir, output_dir=None) -> list[pathlib.Path]:
     """Read every run below workdir and write report.md plus figure PNGs to output_dir.
 
     output_dir defaults to workdir/report. Returns the written paths (report.md first).
     """
+    check_workdir(workdir)
     runs = read_runs(workdir)
     if not runs:
-        raise ECGInputError(workdir, f"no run JSON with schema {SCHEMA} found")
+        raise UserError(f"--workdir={workdir}: {_what_is_there(pathlib.Path(workdir))}, no run JSON (schema "
+                        f"{SCHEMA}) below it; {_PRODUCERS}")
     output_dir = pathlib.Path(output_dir) if output_dir is not None else pathlib.Path(workdir) / "report"
     output_dir.mkdir(parents=True, exist_ok=True)
     frame = runs_to_frame(runs)
