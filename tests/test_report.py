@@ -1,6 +1,5 @@
 """Report from a synthetic tree of run JSONs: schema round trip, table numbers, figures, CLI."""
 import json
-import pathlib
 
 import numpy as np
 import pytest
