@@ -1,14 +1,117 @@
-"""Shared fixtures: the real data in ../shared/data (skipped cleanly where absent)."""
+"""Shared fixtures: the real data in ../shared/data (skipped cleanly where absent), and what makes
+the suite fast (DESIGN.md, "A fast suite"): one persistent JAX compilation cache for the session,
+and artefacts that many tests read (a tiny pretraining run) built once per session."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import pytest
 
+import entry_points
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("ECGJAX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# ------------------------------------------------------------------ compilation cache
+
+_MADE_CACHE = pytest.StashKey[str]()
+_CACHE_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def pytest_configure(config):
+    """Every program compiled in this session, by any test, xdist worker or entry point run as a
+    subprocess, is written to one cache and read back by the next compilation of the same program
+    (a tiny pretraining step: ~50 s to compile on a busy 2-core machine, ~8 s read back). Through
+    the environment, which JAX reads at import and subprocesses and xdist workers inherit; a
+    JAX_COMPILATION_CACHE_DIR already set (a cache kept across runs) is used as it is."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config.stash[_MADE_CACHE] = tempfile.mkdtemp(
+            prefix="ecgjax-tests-jax-cache-")
+    for name, value in _CACHE_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    if "jax" in sys.modules:  # imported by a plugin before this hook: tell it directly
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    """The process that made the cache (the controller under xdist) removes it."""
+    made = config.stash.get(_MADE_CACHE, None)
+    if made and not hasattr(config, "workerinput"):
+        shutil.rmtree(made, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ built once per session
+
+def _session_dir(tmp_path_factory) -> pathlib.Path:
+    """A folder every xdist worker of this session sees: pytest's base temporary folder (each
+    worker's own is a subfolder of it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextlib.contextmanager
+def _lock(path: pathlib.Path):
+    with open(path, "w") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """`build(path)` once per session, by whichever worker asks first; the other waits for it
+    (a lock file) and gets the same folder. A failed build is tried again by the next caller, so
+    each test that needs it reports the failure. Tests read what it holds; one that changes it
+    works on a copy."""
+    root = _session_dir(tmp_path_factory)
+    path, done = root / name, root / f"{name}.done"
+    with _lock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            build(path)
+            done.touch()
+    return path
+
+
+# A tiny pretraining run: ViT HL at runlocal size on a 24-patient synthetic cohort, 2 steps of 8.
+TINY_PRETRAIN_FLAGS = ("--config=configs/hybrid.py:runlocal", "--config.train.num_steps=2",
+                       "--config.train.batch_size=8", "--config.train.checkpoint_every=2",
+                       "--config.data.synthetic.num_patients=24", "--config.data.synthetic.records_per_patient=2")
+
+
+@pytest.fixture(scope="session")
+def pretrain_args(tmp_path_factory) -> list[str]:
+    """experiments/pretrain.py and the flags of `pretrained_run` (its synthetic cohort's cache
+    included), without --workdir: the same run elsewhere, or with one more flag."""
+    cache = build_once(tmp_path_factory, "synthetic_cache", lambda path: path.mkdir())
+    return ["experiments/pretrain.py", *TINY_PRETRAIN_FLAGS, f"--config.data.synthetic.cache_dir={cache}"]
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(pretrain_args, tmp_path_factory) -> pathlib.Path:
+    """The workdir of a finished 2-step run of `pretrain_args` through the entry point (config.json,
+    metrics.jsonl, checkpoints/2), made once per session. Copy it before changing it."""
+
+    def build(path):
+        result = entry_points.run(*pretrain_args, f"--workdir={path}")
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return build_once(tmp_path_factory, "pretrained_run", build)
+
 
 
 def _shared(name: str) -> pathlib.Path:

@@ -1,13 +1,13 @@
 """Every user mistake at the command line is a short `error:` naming the flag or file, a non-zero
-exit and no traceback (unless --debug): each entry point run as a real subprocess from the repo
-root. Also: a changed config in an existing pretraining workdir is refused without touching it,
-and the same config still resumes."""
+exit and no traceback (unless --debug): each entry point's __main__ run from the repo root in
+this process (tests/entry_points.py; a subprocess would add a Python start and a JAX import per
+case, and the process boundary is not what these test). Also: a changed config in an existing
+pretraining workdir is refused without touching it, and the same config still resumes."""
 from __future__ import annotations
 
 import os
-import pathlib
+import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,13 +17,7 @@ from ecgjax.data.splits import SplitConfig
 import entry_points
 from fixtures import write_fold_store, write_wfdb_fixture
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-ENV = {k: v for k, v in os.environ.items() if k != "ECGJAX_DEBUG"} | {"JAX_PLATFORMS": "cpu"}
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO, env=ENV)
+run = entry_points.run
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *named) -> str:
@@ -34,25 +28,6 @@ def assert_user_error(result: subprocess.CompletedProcess, *named) -> str:
     for name in named:
         assert str(name) in output, (name, output[-3000:])
     return output
-
-
-@pytest.fixture(scope="module")
-def pretrain_args(tmp_path_factory):
-    """experiments/pretrain.py with a tiny hybrid config on a 24-patient synthetic cohort."""
-    cache = tmp_path_factory.mktemp("synthetic_cache")
-    return ["experiments/pretrain.py", "--config=configs/hybrid.py:runlocal", "--config.train.num_steps=2",
-            "--config.train.batch_size=8", "--config.train.checkpoint_every=2",
-            f"--config.data.synthetic.cache_dir={cache}", "--config.data.synthetic.num_patients=24",
-            "--config.data.synthetic.records_per_patient=2"]
-
-
-@pytest.fixture(scope="module")
-def pretrained_run(pretrain_args, tmp_path_factory):
-    """The workdir of a finished 2-step pretraining run."""
-    workdir = tmp_path_factory.mktemp("pretrain") / "run"
-    result = run(*pretrain_args, f"--workdir={workdir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -225,7 +200,8 @@ def test_annotate_on_an_empty_folder(tmp_path):
 
 # ---------------------------------------------------------------------------------- changed config
 
-def test_changed_config_in_an_existing_workdir_is_refused(pretrain_args, pretrained_run):
+def test_changed_config_in_an_existing_workdir_is_refused(pretrain_args, pretrained_run, tmp_path):
+    pretrained_run = shutil.copytree(pretrained_run, tmp_path / "run")  # the session's run stays as it is
     config_before = (pretrained_run / "config.json").read_bytes()
     steps_before = sorted(os.listdir(pretrained_run / "checkpoints"))
     result = run(*pretrain_args, f"--workdir={pretrained_run}", "--config.model.encoder.width=32")
