@@ -2,38 +2,29 @@
 for an ingested store and for a folder of WFDB records (real PTB-XL ones where present)."""
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from configs import hybrid  # configs/ is on sys.path (pytest.ini)
 from ecgjax.data import preprocess, readers, resolve
 from ecgjax.errors import UserError
 from ecgjax.eval import embed
 from ecgjax.models import registry
 from ecgjax.train import loop
+import entry_points
 from fixtures import write_wfdb_fixture
-from test_train import tiny
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 WINDOW = 2500  # hybrid runlocal: 10 s at 250 Hz
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A 2-step hybrid (ViT) pretraining run on a tiny synthetic cohort."""
-    cache = tmp_path_factory.mktemp("synthetic_cache")
-    config = tiny(hybrid, **{"data.synthetic.cache_dir": str(cache), "train.num_steps": 2,
-                             "train.checkpoint_every": 2})
-    workdir = tmp_path_factory.mktemp("run")
-    loop.pretrain(config, str(workdir))
-    return workdir
+def run_dir(pretrained_run):
+    """A 2-step hybrid (ViT) pretraining run on a tiny synthetic cohort (tests/conftest.py)."""
+    return pretrained_run
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +50,7 @@ def wfdb_dir(tmp_path_factory):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "experiments" / "embed.py"), *args, "--noprogress"],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    return entry_points.run("experiments/embed.py", *args, "--noprogress")
 
 
 def read_output(directory) -> tuple[np.ndarray, pd.DataFrame]:
