@@ -19,7 +19,7 @@ import time
 import wfdb
 from absl import app, flags
 
-from ecgjax import markdown
+from ecgjax import loader, markdown
 from ecgjax.machine import cpu_model
 from ecgjax.annotate import apply, train_heads
 from ecgjax.annotate.run import record_paths
@@ -70,7 +70,7 @@ def write_section(path: str, text: str) -> None:
 
 def main(argv):
     del argv
-    model = apply.load_model(_CHECKPOINT.value) if _CHECKPOINT.value else _random_model()
+    model = loader.load_trained(_CHECKPOINT.value) if _CHECKPOINT.value else _random_model()
     hours = _hours(_INPUT.value)
     first = record_paths(_INPUT.value)[0]
     with tempfile.TemporaryDirectory() as warm:  # compile once on a one-minute excerpt

@@ -71,6 +71,9 @@ def base_config(arg: str | None, *, method: str, encoder: str = "vit1d") -> ml_c
     c = ml_collections.ConfigDict()
     c.seed = a.seed
     c.arg = arg or ""
+    # A network to start from instead of random weights (continued pretraining on another corpus):
+    # a pretraining run, an exported encoder or a released one (zoo:NAME) of the same architecture.
+    c.init_from = ""
     c.runlocal = a.runlocal
     c.cpu = a.cpu
 

@@ -13,7 +13,7 @@ parallel run over all their devices; README, "Several processes or hosts"):
 from absl import app, flags
 from ml_collections import config_flags
 
-from ecgjax import cli
+from ecgjax import cli, loader
 from ecgjax.train import loop, multihost
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
@@ -36,7 +36,9 @@ def main(argv):
     else:
         setup_console_logging()
     with multihost.exit_fast_on_error():
-        metrics = loop.pretrain(_CONFIG.value, _WORKDIR.value)
+        config = _CONFIG.value
+        initial = loader.load_pretrained(config.init_from, "--config.init_from") if config.init_from else None
+        metrics = loop.pretrain(config, _WORKDIR.value, initial)
     logger.info("done: %s", {k: round(v, 4) for k, v in metrics.items()})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecgjax.annotate import run, train_heads
-from ecgjax.downstream.model import TrainedModel, load_model  # noqa: F401 (apply.load_model)
+from ecgjax.downstream.model import TrainedModel
 
 # Output names of an AF probability: the annotation heads', and a probe's 'afib' task.
 # The WFDB file gets '(AFIB' / '(N' rhythm changes from the first one the model has.

@@ -37,7 +37,9 @@ class TrainedModel:
 
     fs, leads, window_s: its input, windows [N, window_s * fs, len(leads)] mV; band_hz: the
     (low, high) band-pass its training input went through (None: none), for annotate.run;
-    history: what training recorded (free-form dicts); batch_size: rows per compiled batch.
+    history: what training recorded (free-form dicts); batch_size: rows per compiled batch;
+    thresholds: {head name: [one per output]} decision thresholds chosen on validation records
+    (eval.thresholds.tune; a multiclass head's are score offsets), {} when none were chosen.
     """
 
     encoder_config: dict
@@ -49,6 +51,7 @@ class TrainedModel:
     band_hz: tuple[float, float] | None = None
     history: list = dataclasses.field(default_factory=list)
     batch_size: int = 64
+    thresholds: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.encoder_config = network.config_dict(self.encoder_config)
@@ -122,7 +125,8 @@ class TrainedModel:
         config = {"encoder": self.encoder_config, "heads": [head.to_dict() for head in self.heads],
                   "fs": self.fs, "leads": list(self.leads), "window_s": self.window_s,
                   "band_hz": list(self.band_hz) if self.band_hz else None,
-                  "output_names": list(self.output_names), "history": self.history}
+                  "output_names": list(self.output_names), "history": self.history,
+                  "thresholds": {name: [float(v) for v in values] for name, values in self.thresholds.items()}}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         state = serialization.to_state_dict(jax.device_get(self.variables))
         (directory / VARIABLES_FILE).write_bytes(serialization.msgpack_serialize(state))
@@ -157,4 +161,4 @@ def load_model(directory, batch_size: int = 64) -> TrainedModel:
     variables = serialization.msgpack_restore((directory / VARIABLES_FILE).read_bytes())
     return TrainedModel(config["encoder"], tuple(Head.from_dict(h) for h in config["heads"]), variables,
                         config["fs"], tuple(config["leads"]), config["window_s"], config.get("band_hz"),
-                        config.get("history", []), batch_size)
+                        config.get("history", []), batch_size, config.get("thresholds", {}))

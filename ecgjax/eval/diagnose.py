@@ -14,16 +14,14 @@ import json
 import logging
 import pathlib
 
-import ml_collections
 import numpy as np
 
+from ecgjax import loader
 from ecgjax.data import resolve
-from ecgjax.downstream.model import load_model
 from ecgjax.downstream.network import adapt_encoder, encoder_features
 from ecgjax.errors import UserError
-from ecgjax.eval import diagnostics, folds as folds_lib, probe, risk, tasks
+from ecgjax.eval import diagnostics, folds as folds_lib, risk, tasks
 from ecgjax.eval.task_data import TaskArrays, load_task_arrays
-from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
 
@@ -41,17 +39,15 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
 
     folds: {'train': '1-7', 'val': '8', 'test': '9'} PTB-XL folds, or None for the store's split.
     """
-    run_dir = loop.resolve_run_dir(checkpoint, "--checkpoint")
-    source = probe.load_encoder(ml_collections.ConfigDict(dict(
-        checkpoint=run_dir, init="pretrained", encoder_config="")))
-    data_store = resolve.open_store(source.pretrain_config.data, store=store)
+    network = loader.load_pretrained(checkpoint, "--checkpoint")
+    data_store = resolve.open_store(network.config.data, store=store)
     try:
         task = tasks.get_task(task_spec, data_store.metadata.columns)
     except UserError:
         raise
     except ValueError as error:  # an unknown task name
         raise UserError(f"--task={task_spec}: {error}") from None
-    encoder_config, encoder_vars, leads = adapt_encoder(source.config, source.variables, task.leads)
+    encoder_config, encoder_vars, leads = adapt_encoder(network.encoder_config, network.encoder_variables, task.leads)
     # The plot and patient identification use val; the risk decomposition train and test too.
     needed = ("train", "val", "test") if task.type in ("binary", "multiclass") else ("val",)
     splits = folds_lib.resolve_splits(data_store, task, folds, needed=needed, flag="--folds")
@@ -71,8 +67,8 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
     z_val = encoder_features(encoder_config, encoder_vars, val.x)
     labels = val.y if task.type != "multilabel" else val.y.argmax(axis=1)
     plot = diagnostics.embedding_plot(z_val, labels, output / "embedding.png", method=method,
-                                      title=f"{source.method} encoder, validation records, {task.name}")
-    result = {"checkpoint": checkpoint, "task": task.name, "method": source.method,
+                                      title=f"{network.method} encoder, validation records, {task.name}")
+    result = {"checkpoint": checkpoint, "task": task.name, "method": network.method,
               "embedding_plot": str(plot), "n_val": len(val)}
     multi = np.bincount(val.patient)[val.patient] >= 2
     result["patient_identification"] = {
@@ -83,7 +79,7 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
         z_test = encoder_features(encoder_config, encoder_vars, test.x)
         z_sup = None
         if supervised:
-            z_sup = load_model(supervised, batch_size=256).features(train.x)
+            z_sup = loader.load_trained(supervised, "--supervised", batch_size=256).features(train.x)
         result["risk_decomposition"] = risk.risk_decomposition(
             z_train, _class_ids(task, train.y), z_test, _class_ids(task, test.y),
             supervised_train_embeddings=z_sup, train_patient_ids=train.patient, seed=seed)

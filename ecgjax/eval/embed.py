@@ -26,20 +26,18 @@ import pathlib
 import time
 from typing import Any, Callable, Sequence
 
-import ml_collections
 import numpy as np
 import pandas as pd
 import tqdm
 
-from ecgjax.annotate.windows import extract_windows, window_starts
+from ecgjax import loader
 from ecgjax.data import ingest, preprocess, readers
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
+from ecgjax.downstream import windows as windows_lib
 from ecgjax.downstream.network import compiled_encoder
 from ecgjax.errors import UserError
-from ecgjax.eval import probe
-from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
 
@@ -56,8 +54,8 @@ REJECTED_COLUMNS = ("record", "path", "reason")
 class FrozenEncoder:
     """A pretraining run's encoder in evaluation mode.
 
-    `features(windows [batch, num_samples, 12] f32 mV at fs)` -> [batch, feature_dim] pooled
-    features (asynchronous jax array; one compilation per batch shape).
+    `features(windows [batch, num_samples, len(leads)] f32 mV at fs)` -> [batch, feature_dim]
+    pooled features (asynchronous jax array; one compilation per batch shape).
     """
 
     checkpoint: str
@@ -65,24 +63,22 @@ class FrozenEncoder:
     num_samples: int
     variables: dict
     apply: Callable[[dict, np.ndarray], Any]
+    leads: tuple[str, ...] = CANONICAL_LEADS
 
     def features(self, windows: np.ndarray):
         return self.apply(self.variables, windows)
 
 
 def load_frozen_encoder(checkpoint: str) -> FrozenEncoder:
-    """The encoder of a pretraining run's latest checkpoint (projection / decoder dropped)."""
-    run = loop.resolve_run_dir(checkpoint, flag="--checkpoint")
-    source = probe.load_encoder(ml_collections.ConfigDict(dict(
-        checkpoint=run, init="pretrained", encoder_config="")))
-    encoder_config = dict(source.config)
-    in_leads = int(encoder_config.get("in_leads") or len(CANONICAL_LEADS))
+    """The encoder of a pretraining run's latest checkpoint or of an exported / released encoder
+    (projection / decoder dropped)."""
+    network = loader.load_pretrained(checkpoint, "--checkpoint")
+    in_leads = int(network.encoder_config.get("in_leads") or len(CANONICAL_LEADS))
     if in_leads != len(CANONICAL_LEADS):
         raise UserError(f"--checkpoint={checkpoint}: its encoder takes {in_leads} leads; embeddings are "
                         f"made for {len(CANONICAL_LEADS)}-lead encoders only")
-    data = source.pretrain_config.data
-    num_samples = int(encoder_config.get("num_samples") or round(data.fs * data.segment_s))
-    return FrozenEncoder(run, float(data.fs), num_samples, source.variables, compiled_encoder(encoder_config))
+    return FrozenEncoder(network.source, network.fs, network.num_samples, network.encoder_variables,
+                         compiled_encoder(network.encoder_config))
 
 
 # ------------------------------------------------------------------------------------ windows
@@ -91,16 +87,12 @@ def record_windows(signal: np.ndarray, length: int) -> np.ndarray:
     """[time, leads] -> [windows, length, leads] covering the whole record.
 
     Windows follow each other from sample 0; the last is aligned to the end (so it may overlap
-    its predecessor); a record shorter than `length` gives one window, zero-padded at the end.
+    its predecessor); a record shorter than `length` gives one window, zero-padded at the end
+    (downstream.windows.sliding_windows with a stride of one window).
     """
     signal = np.asarray(signal, np.float32)
-    if signal.shape[0] < length:
-        padded = np.zeros((length, signal.shape[1]), np.float32)
-        padded[:signal.shape[0]] = signal
-        return padded[None]
-    # window_starts works in seconds; any rate where `length` samples is a whole window does.
-    starts = window_starts(signal.shape[0], 1.0, float(length), float(length), include_tail=True)
-    return extract_windows(signal, starts, length)
+    owner, starts = windows_lib.sliding_windows(np.array([signal.shape[0]]), length, length)
+    return windows_lib.cut_windows(signal[None], owner, starts, length)
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -108,7 +100,7 @@ def record_windows(signal: np.ndarray, length: int) -> np.ndarray:
 @dataclasses.dataclass
 class Source:
     """The records to embed: `load(item)` -> (row info {record_id, patient_id[, path]},
-    signal [time, 12] f32 mV at the encoder's rate); raises ECGInputError for an unusable record,
+    signal [time, len(encoder.leads)] f32 mV at the encoder's rate); raises ECGInputError for an unusable record,
     described in rejected.csv by `describe(item)` -> (record name, path)."""
 
     kind: str
@@ -193,8 +185,7 @@ def embed_records(encoder: FrozenEncoder, source: Source, *, batch_size: int = 6
     rows: list[dict] = []
     rejected: list[dict] = []
     sums: list[np.ndarray] = []     # per row: float64 [features], filled as batches come back
-    leads = len(CANONICAL_LEADS)
-    batch = np.zeros((batch_size, encoder.num_samples, leads), np.float32)
+    batch = np.zeros((batch_size, encoder.num_samples, len(encoder.leads)), np.float32)
     owners: list[int] = []          # row of each filled slot of `batch`
     in_flight = None                # (features of the previous batch, its owners): the device
                                     # runs one batch while the host cuts the next
@@ -251,14 +242,13 @@ def embed(checkpoint: str, input_path: str, output_dir: str, *, split: str = "",
     """Writes embeddings.npy / embeddings.csv / rejected.csv / embed.json; returns the summary."""
     started = time.perf_counter()
     # Flags and inputs are checked before the checkpoint is restored (seconds on a big encoder).
-    run = loop.resolve_run_dir(checkpoint, flag="--checkpoint")
-    source = open_source(input_path, float(loop.load_config(run).data.fs), split)
+    source = open_source(input_path, float(loader.pretrain_config(checkpoint, "--checkpoint").data.fs), split)
     output = pathlib.Path(os.path.expanduser(output_dir))
     if output.exists() and not output.is_dir():
         raise UserError(f"--output={output_dir}: exists and is not a directory; pass a directory")
     if batch_size < 1:
         raise UserError(f"--batch_size={batch_size} must be at least 1")
-    encoder = load_frozen_encoder(run)
+    encoder = load_frozen_encoder(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     logger.info("embedding %d %s records with %s (%g Hz, windows of %d samples)", len(source.items),
                 source.kind, encoder.checkpoint, encoder.fs, encoder.num_samples)

@@ -29,6 +29,7 @@ import warnings
 import ml_collections
 import numpy as np
 
+from ecgjax import loader
 from ecgjax.data import resolve
 from ecgjax.data.store import ECGStore
 from ecgjax.downstream.network import adapt_encoder
@@ -38,7 +39,6 @@ from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, r
 from ecgjax.eval.classifier import skipped_for_pretrained, train_classifier
 from ecgjax.eval.task_data import TaskArrays, concatenate, load_task_arrays, load_unlabelled_arrays
 from ecgjax.eval.tasks import Task, get_task
-from ecgjax.train import loop
 
 logger = logging.getLogger("ecgjax")
 
@@ -82,18 +82,6 @@ def load_pretrain_config_file(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg or None)
 
 
-def last_pretrain_loss(workdir) -> dict:
-    """The loss parts (runs_lib.LOSS_PARTS) of the last line of workdir/metrics.jsonl ({} if none)."""
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
-    return {part: float(last[part]) for part in runs_lib.LOSS_PARTS if part in last}
-
-
 def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource,
                     input_leads) -> ml_collections.ConfigDict:
     """The recipe with layer_decay_new_leads as its layer_decay when a pretrained encoder's first
@@ -109,18 +97,19 @@ def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource,
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
-    """The checkpoint's encoder (weights only for init 'pretrained'), or the architecture of
-    config.encoder_config when no checkpoint is given (baselines only)."""
+    """The checkpoint's encoder (a run, an exported or a released encoder, or the encoder of a saved
+    model; weights only for init 'pretrained'), or the architecture of config.encoder_config when
+    no checkpoint is given (baselines only)."""
     if config.checkpoint:
-        checkpoint = loop.resolve_run_dir(config.checkpoint, "--config.checkpoint")
-        pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
-        weights = loop.encoder_variables(variables) if config.init == "pretrained" else None
-        return EncoderSource(pretrain_config.model.encoder.to_dict(), weights, pretrain_config,
-                             pretrain_config.objective.method.upper() if weights is not None else None,
-                             last_pretrain_loss(checkpoint) if weights is not None else {}, checkpoint)
+        network = loader.load_pretrained(config.checkpoint, "--config.checkpoint")
+        pretrained = config.init == "pretrained"
+        return EncoderSource(network.encoder_config, network.encoder_variables if pretrained else None,
+                             network.config, network.method if pretrained else None,
+                             network.pretrain_loss if pretrained else {}, network.source)
     if config.init == "pretrained":
         raise UserError("--config.checkpoint is empty, but --config.init=pretrained needs it: pass the "
-                        "--workdir of a pretraining run, or --config.init=random / supervised for a baseline")
+                        "--workdir of a pretraining run or a released encoder (zoo:NAME), or "
+                        "--config.init=random / supervised for a baseline")
     pretrain_config = load_pretrain_config_file(config.encoder_config)
     return EncoderSource(pretrain_config.model.encoder.to_dict(), None, pretrain_config, None, {}, "")
 
@@ -140,11 +129,9 @@ def teacher_encoders(config, store: ECGStore, input_leads) -> list[tuple[dict, d
     run: where the other members of an ensemble teacher start, in turn."""
     starts = []
     for path in filter(None, (part.strip() for part in str(config.teacher_checkpoints).split(","))):
-        run = loop.resolve_run_dir(path, "--config.teacher_checkpoints")
-        pretrain_config, _, variables = loop.restore_pretrained(run)
-        check_rate(store, pretrain_config, run)
-        encoder_config, weights, _ = adapt_encoder(pretrain_config.model.encoder.to_dict(),
-                                                   loop.encoder_variables(variables), input_leads)
+        network = loader.load_pretrained(path, "--config.teacher_checkpoints")
+        check_rate(store, network.config, network.source)
+        encoder_config, weights, _ = adapt_encoder(network.encoder_config, network.encoder_variables, input_leads)
         starts.append((encoder_config, weights))
     return starts
 
@@ -360,6 +347,7 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             cutoffs = thresholds.tune(task.type, val.y, score_records(val.x, val.lengths)[task.name])
             values.update(thresholds.tuned_metrics(task.type, test.y, scores, cutoffs,
                                                    task.output_names if task.type != "binary" else ()))
+            model.thresholds = {task.name: [float(v) for v in cutoffs]}  # saved with the model
         if config.save_model:
             model.save(output_dir / "models" / f"{task.name}_{run_mode}_seed{seed}")
         best = max((h for h in history), key=lambda h: (np.nan_to_num(h["val_score"], nan=-np.inf)))

@@ -17,6 +17,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from ecgjax.data import pipeline, resolve
 from ecgjax.data.store import ECGStore
@@ -129,6 +130,24 @@ class Trainer:
     def new_state(self):
         return self.init_state(jax.random.PRNGKey(self.config.seed))
 
+    def start_from(self, state, variables: dict, source: str):
+        """`state` with the parameters (and BatchNorm statistics) of another network of the same
+        architecture, e.g. a released encoder (`variables` {'params', ['batch_stats']}); the
+        optimiser starts fresh and the method's extra state (a momentum encoder) from them."""
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        mine = jax.tree_util.tree_structure(state.params)
+        if jax.tree_util.tree_structure(params) != mine or any(
+                np.shape(a) != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params))):
+            raise UserError(f"--config.init_from={source}: its network differs from the one this config builds "
+                            f"(other encoder, heads or objective); pretrain with the config it was built with "
+                            f"(its pretrained.json / config.json) and change only data and schedule")
+        method = registry.get(self.config.objective.method)
+        replicated = mesh_lib.replicated_sharding(self.mesh)
+        params, batch_stats = jax.device_put((params, batch_stats), replicated)
+        return state.replace(params=params, batch_stats=batch_stats or state.batch_stats,
+                             opt_state=jax.jit(self.optimizer.init, out_shardings=replicated)(params),
+                             moco=method.init_extra(self.config, params, batch_stats or state.batch_stats))
+
     def step(self, state, host_batch: dict):
         return self.train_step(state, mesh_lib.shard_batch(host_batch, self.mesh))
 
@@ -163,6 +182,7 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
     if now.get("optim.schedule") == before.get("optim.schedule") == "constant":
         allowed.add("train.num_steps")  # training longer under a constant lr is the same run
     absent = object()
+    before.setdefault("init_from", "")  # runs saved before the key existed started from scratch
 
     def show(value) -> str:
         return "(absent)" if value is absent else json.dumps(value)
@@ -240,10 +260,30 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or resumes) pretraining in `workdir`; returns the last step's metrics."""
+def check_init_from(config: ml_collections.ConfigDict, initial) -> None:
+    """--config.init_from (`initial`, an ecgjax.loader.PretrainedNetwork) must be a network this
+    config builds, pretrained at the config's rate."""
+    if config.model.to_dict() != initial.config.model.to_dict() or \
+            config.objective.method != initial.config.objective.method:
+        raise UserError(f"--config.init_from={config.init_from}: a {initial.method} "
+                        f"{initial.encoder_config['name']} network that this config does not build; start from "
+                        f"the config it was built with ({initial.config.arg or 'its pretrained.json'}), changing "
+                        f"only data and schedule")
+    if abs(float(config.data.fs) - initial.fs) > 1e-6:
+        raise UserError(f"--config.init_from={config.init_from}: pretrained at {initial.fs:g} Hz, this config "
+                        f"reads {float(config.data.fs):g} Hz; ingest at --target_fs={initial.fs:g}")
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str, initial=None) -> dict:
+    """Runs (or resumes) pretraining in `workdir`; returns the last step's metrics.
+
+    initial: a network (ecgjax.loader.PretrainedNetwork, from config.init_from) whose weights a
+    new run starts from; a resumed run continues from its own checkpoint instead.
+    """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     check_resumable(config, workdir)
+    if initial is not None:
+        check_init_from(config, initial)
     trainer = Trainer(config)
     store = open_store_in_turn(config.data)
     labels = {c: f"{store.metadata[c].mean():.1%}" for c in store.label_columns()}
@@ -267,6 +307,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = trainer.new_state()
     if ckpt.latest_step() is not None:
         state, data_iter = ckpt.restore(state, data_iter)
+    elif initial is not None:
+        state = trainer.start_from(state, initial.variables, config.init_from)
+        logger.info("starting from the weights of %s", config.init_from)
     start = int(state.step)
     total = config.train.num_steps
     log = MetricsLog(workdir, total, enabled=is_main, start_step=start)
