@@ -36,12 +36,12 @@ from sklearn.metrics import roc_auc_score
 
 from ecgjax import cli, markdown
 from ecgjax.annotate import apply, reference, sampling, train_heads, training_records
-from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, heart_rate_class, heart_rate_from_beats
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import record_paths
 from ecgjax.data import readers
 from ecgjax.downstream.model import is_saved
 from ecgjax.machine import cpu_model
+from ecgjax.signal.heart_rate import HEART_RATE_CLASSES, heart_rate_class, heart_rate_from_beats
 
 # The shared data beside the checkout (as in tests/conftest.py), wherever the repository lives.
 SHARED_DATA = pathlib.Path(os.environ.get("ECGJAX_SHARED_DATA",

@@ -12,6 +12,7 @@ from ecgjax.annotate import heart_rate, outputs, reference, run, windows
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.preprocess import resample
 from ecgjax.data.readers import read_annotations
+from ecgjax.signal import heart_rate as signal_heart_rate, windows as signal_windows
 
 FS = 360.0
 
@@ -47,17 +48,17 @@ def rr_predict_fn(batch):
 # --- windows -----------------------------------------------------------------------------------
 
 def test_window_starts_counts_positions_and_tail():
-    np.testing.assert_array_equal(windows.window_starts(1000, 100, 2.0, 1.0), np.arange(0, 801, 100))
-    np.testing.assert_array_equal(windows.window_starts(1050, 100, 2.0, 1.0), [*range(0, 801, 100), 850])
-    np.testing.assert_array_equal(windows.window_starts(1050, 100, 2.0, 1.0, include_tail=False), np.arange(0, 801, 100))
-    assert windows.window_starts(199, 100, 2.0, 1.0).size == 0
-    assert windows.window_starts(200, 100, 2.0, 5.0).tolist() == [0]
+    np.testing.assert_array_equal(signal_windows.window_starts(1000, 100, 2.0, 1.0), np.arange(0, 801, 100))
+    np.testing.assert_array_equal(signal_windows.window_starts(1050, 100, 2.0, 1.0), [*range(0, 801, 100), 850])
+    np.testing.assert_array_equal(signal_windows.window_starts(1050, 100, 2.0, 1.0, include_tail=False), np.arange(0, 801, 100))
+    assert signal_windows.window_starts(199, 100, 2.0, 1.0).size == 0
+    assert signal_windows.window_starts(200, 100, 2.0, 5.0).tolist() == [0]
 
 
 def test_extract_windows_matches_slicing():
     signal = np.arange(300, dtype=np.float32).reshape(150, 2)
     starts = np.array([0, 7, 130])
-    got = windows.extract_windows(signal, starts, 20)
+    got = signal_windows.extract_windows(signal, starts, 20)
     assert got.shape == (3, 20, 2)
     for window, start in zip(got, starts):
         np.testing.assert_array_equal(window, signal[start:start + 20])
@@ -74,20 +75,20 @@ def test_window_quality_flags_each_kind_of_bad_window():
     bad[int(25 * FS):int(27 * FS), 0] = np.clip(section, -1.0, 1.0)
     bad[int(36 * FS), 1] = 80.0                                   # window 7: beyond ±60 mV
     bad[int(41 * FS):int(41.5 * FS), :] = 0.0                     # window 8: dropped packets (zeros)
-    flags = windows.window_quality(windows.extract_windows(bad, np.arange(10) * length, length), FS)
+    flags = windows.window_quality(signal_windows.extract_windows(bad, np.arange(10) * length, length), FS)
     assert np.flatnonzero(flags["gap"]).tolist() == [1, 8]
     assert np.flatnonzero(flags["flat"]).tolist() == [3]
     assert np.flatnonzero(flags["saturated"]).tolist() == [5, 7]
     assert np.flatnonzero(~flags["valid"]).tolist() == [1, 3, 5, 7, 8]
     # Ignoring lead 1 (e.g. absent, zero-filled) ignores its flat stretch and its spike.
-    only_first = windows.window_quality(windows.extract_windows(bad, np.arange(10) * length, length), FS,
+    only_first = windows.window_quality(signal_windows.extract_windows(bad, np.arange(10) * length, length), FS,
                                         lead_mask=[True, False])
     assert np.flatnonzero(~only_first["valid"]).tolist() == [1, 5, 8]
 
 
 def test_window_quality_finds_adc_saturation_in_mitdb_103(mitdb_dir):
     record = wfdb.rdrecord(str(mitdb_dir / "103"), sampfrom=int(1170 * FS), sampto=int(1200 * FS))
-    flags = windows.window_quality(windows.extract_windows(record.p_signal, [0, 3600, 7200], 3600), FS)
+    flags = windows.window_quality(signal_windows.extract_windows(record.p_signal, [0, 3600, 7200], 3600), FS)
     # V2 sits at the 11-bit converter's limits (-5.12 / +5.115 mV) in 117-118 s and 119-120 s (x 10 s).
     assert flags["saturated"].tolist() == [True, False, True]
 
@@ -96,17 +97,17 @@ def test_window_quality_finds_adc_saturation_in_mitdb_103(mitdb_dir):
 
 def test_heart_rate_from_beats_and_classes():
     beats = np.arange(0, 1000, 100)                               # 60 bpm at 100 Hz
-    bpm = heart_rate.heart_rate_from_beats(beats, 100, np.array([0, 250, 950]), 200)
+    bpm = signal_heart_rate.heart_rate_from_beats(beats, 100, np.array([0, 250, 950]), 200)
     assert bpm.shape == (3,) and bpm[0] == pytest.approx(60.0) and bpm[1] == pytest.approx(60.0)
     assert np.isnan(bpm[2])                                       # one beat only
-    assert np.isnan(heart_rate.heart_rate_from_beats([], 100, np.array([0]), 200)).all()
+    assert np.isnan(signal_heart_rate.heart_rate_from_beats([], 100, np.array([0]), 200)).all()
     # Uneven RR: mean of instantaneous rates (60 and 120 bpm), not 60 / mean RR.
-    assert heart_rate.heart_rate_from_beats([0, 100, 150], 100, np.array([0]), 200)[0] == pytest.approx(90.0)
-    assert heart_rate.heart_rate_from_beats(beats, 100, np.array([250]), 100, margin=100)[0] == pytest.approx(60.0)
-    classes = heart_rate.heart_rate_class(np.array([45.0, 59.9, 60.0, 100.0, 100.1, np.nan, 75.0, 400.0]),
+    assert signal_heart_rate.heart_rate_from_beats([0, 100, 150], 100, np.array([0]), 200)[0] == pytest.approx(90.0)
+    assert signal_heart_rate.heart_rate_from_beats(beats, 100, np.array([250]), 100, margin=100)[0] == pytest.approx(60.0)
+    classes = signal_heart_rate.heart_rate_class(np.array([45.0, 59.9, 60.0, 100.0, 100.1, np.nan, 75.0, 400.0]),
                                           np.array([0, 0, 0, 0, 0, 0, 1, 0], bool))
     assert classes.tolist() == [0, 0, 1, 1, 2, 3, 3, 3]
-    assert heart_rate.heart_rate_class(72.0) == 1
+    assert signal_heart_rate.heart_rate_class(72.0) == 1
 
 
 @pytest.mark.parametrize("bpm, expected_class", [(50, 0), (75, 1), (120, 2)])
@@ -342,7 +343,7 @@ def test_time_labels_are_minutes_under_an_hour_and_hours_above():
 def test_plot_legends_name_classes_and_shade_the_reference_af():
     tracks = {"start_s": np.arange(6) * 300.0, "end_s": np.arange(6) * 300.0 + 300, "valid": np.ones(6, bool),
               "af_prob": np.linspace(0, 1, 6), "hr_class_prob": np.full((6, 4), 0.25)}
-    names = heart_rate.HEART_RATE_CLASSES
+    names = signal_heart_rate.HEART_RATE_CLASSES
     figure = outputs.tracks_figure(tracks, np.zeros((1800 * 10, 1)), 10.0, class_names={"hr_class_prob": names},
                                    af_key="af_prob", reference_af=[(300.0, 900.0), (1200.0, 1500.0)])
     try:

@@ -13,9 +13,9 @@ import wfdb
 from absl import flags
 
 from ecgjax.annotate import apply, outputs, reference, train_heads
-from ecgjax.annotate.heart_rate import BRADYCARDIA, HEART_RATE_CLASSES, NOISE, NORMAL, TACHYCARDIA
 from ecgjax.eval.classifier import task_model
 from ecgjax.eval.tasks import Task
+from ecgjax.signal.heart_rate import BRADYCARDIA, HEART_RATE_CLASSES, NOISE, NORMAL, TACHYCARDIA
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL_FS, WINDOW_S = 100.0, 5.0

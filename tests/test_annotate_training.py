@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from ecgjax.annotate import apply, crops, sampling, train_heads, training_records
-from ecgjax.annotate.heart_rate import NOISE, heart_rate_from_beats
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.training_records import AF, CONFOUNDER, OTHER, RecordSet
 from ecgjax.data import readers
+from ecgjax.signal.heart_rate import NOISE, heart_rate_from_beats
 
 FS, BEAT_FS, SECONDS = 100.0, 250.0, 10.0
 

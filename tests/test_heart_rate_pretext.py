@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from configs import heart_rate as heart_rate_config
-from ecgjax.annotate.heart_rate import BRADYCARDIA, NOISE, NORMAL, TACHYCARDIA
 from ecgjax.data import beats as beats_lib
 from ecgjax.data.ingest import ingest_records
 from ecgjax.data.leads import CANONICAL_LEADS
@@ -16,7 +15,9 @@ from ecgjax.data.pipeline import make_pretrain_dataset
 from ecgjax.data.record import ECGRecord
 from ecgjax.data.splits import SplitConfig
 from ecgjax.data.store import ECGStore
-from ecgjax.train import loop
+from ecgjax.methods import registry
+from ecgjax.signal.heart_rate import BRADYCARDIA, NOISE, NORMAL, TACHYCARDIA
+from ecgjax.train import cost, loop
 from ecgjax.train.checkpoint import Checkpointer
 
 FS = 250.0
@@ -78,6 +79,15 @@ def test_the_heart_rate_view_labels_every_crop(rhythm_store):
         np.testing.assert_array_equal(batch["heart_rate_class"], expected)
         seen += 1
     assert seen == 4
+
+
+def test_a_cost_batch_draws_labels_from_the_method_label_space():
+    """train.cost asks the method for its classes: the random batch it compiles a step with holds
+    every heart-rate class and no other value."""
+    config = heart_rate_config.get_config("runlocal")
+    assert registry.get(config.objective.method).label_classes() == {"heart_rate_class": 4}
+    labels = cost.random_host_batch(config, 64)["heart_rate_class"]
+    assert labels.dtype == np.int32 and set(labels.tolist()) == {BRADYCARDIA, NORMAL, TACHYCARDIA, NOISE}
 
 
 def test_a_stale_beat_index_is_refused_by_name(rhythm_store, tmp_path):

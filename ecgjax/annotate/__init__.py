@@ -1,7 +1,8 @@
 """Continuous annotation of long ECG recordings (Kite et al. §5.3–5.4, Fig. 4–5).
 
-windows     slide fixed windows over a recording and flag the ones that cannot be trusted
-heart_rate  QRS detection and the automatic heart-rate labels of Weimann & Conrad (4 classes)
+windows     flag the windows that cannot be trusted (the windows themselves: ecgjax.signal.windows)
+heart_rate  the automatic heart-rate labels of Weimann & Conrad (4 classes) of every window of a
+            recording (QRS detection and the classes: ecgjax.signal.heart_rate)
 reference   per-window reference tracks (AF, heart rate) from MIT-BIH-style annotations
 outputs     per-window CSV, WFDB annotation file and PNG plot of the tracks
 run         windowed inference of any `predict_fn` over a recording or a folder of records

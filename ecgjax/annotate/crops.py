@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecgjax.annotate.heart_rate import heart_rate_from_beats
+from ecgjax.signal.heart_rate import heart_rate_from_beats
 
 
 def random_starts(rng: np.random.Generator, record_length: int, crop_length: int, num: int) -> np.ndarray:

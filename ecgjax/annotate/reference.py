@@ -12,9 +12,9 @@ import time
 import numpy as np
 from wfdb import processing
 
-from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
-from ecgjax.annotate.windows import window_length, window_starts
 from ecgjax.data.readers import read_annotations, read_wfdb_recording
+from ecgjax.signal.heart_rate import detect_qrs, heart_rate_from_beats
+from ecgjax.signal.windows import window_length, window_starts
 
 AF_LABELS = ("AFIB",)
 

@@ -15,13 +15,14 @@ from typing import Callable
 import numpy as np
 
 from ecgjax.annotate import outputs, reference
-from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_from_beats
-from ecgjax.annotate.windows import extract_windows, window_length, window_quality, window_starts
+from ecgjax.annotate.windows import window_quality
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.preprocess import bandpass, resample
 from ecgjax.data.readers import check_sampling_rate, read_wfdb_recording
 from ecgjax.downstream.batches import batched_apply
+from ecgjax.signal.heart_rate import detect_qrs, heart_rate_from_beats
+from ecgjax.signal.windows import extract_windows, window_length, window_starts
 
 log = logging.getLogger(__name__)
 

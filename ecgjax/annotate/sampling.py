@@ -13,11 +13,11 @@ import dataclasses
 import numpy as np
 
 from ecgjax.annotate import crops
-from ecgjax.annotate.heart_rate import heart_rate_class
 from ecgjax.annotate.run import filter_signal
 from ecgjax.annotate.train_heads import HeadData, noise_windows
 from ecgjax.annotate.training_records import AF, CONFOUNDER, CONFOUNDER_CODES, OTHER, RecordSet
-from ecgjax.annotate.windows import window_length
+from ecgjax.signal.heart_rate import heart_rate_class
+from ecgjax.signal.windows import window_length
 
 
 def augment_records(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:

@@ -20,13 +20,14 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES, NOISE, auto_label_heart_rate
+from ecgjax.annotate.heart_rate import auto_label_heart_rate
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import filter_signal
 from ecgjax.data.preprocess import resample
 from ecgjax.downstream.heads import Head
 from ecgjax.downstream.model import TrainedModel, new_model
 from ecgjax.downstream.step import Optimizer, train_step
+from ecgjax.signal.heart_rate import HEART_RATE_CLASSES, NOISE
 
 # Output tracks: AF probability, 4 heart-rate class probabilities, heart rate in bpm.
 AF_KEY, HR_CLASS_KEY, HR_BPM_KEY = "af_prob", "hr_class_prob", "heart_rate"

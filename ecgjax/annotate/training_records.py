@@ -20,11 +20,11 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from ecgjax.annotate.heart_rate import detect_qrs
 from ecgjax.data import readers
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.preprocess import resample
+from ecgjax.signal.heart_rate import detect_qrs
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Fixed windows over a recording of any length, and per-window quality flags.
+"""Per-window quality flags of the windows annotation cuts (ecgjax.signal.windows).
 
 A window the quality flags reject (missing data, a flat lead, a saturated amplifier) gets NaN
 outputs downstream: a model's answer on such input is garbage that looks like a real answer.
@@ -8,48 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from ecgjax.data.preprocess import OUT_OF_RANGE_MV
-
-
-def window_length(fs: float, window_s: float) -> int:
-    """Samples in a window of `window_s` seconds at `fs` Hz."""
-    return int(round(window_s * fs))
-
-
-def window_starts(num_samples: int, fs: float, window_s: float, stride_s: float, *,
-                  include_tail: bool = True) -> np.ndarray:
-    """First sample of every window, [num_windows] int64.
-
-    Windows are `window_s` long and `stride_s` apart. When the regular grid leaves the end of the
-    recording uncovered and `include_tail` is set, one more window is added that ends exactly at
-    the last sample (so it overlaps its predecessor more than the stride says). A recording shorter
-    than one window has no windows.
-    """
-    length = window_length(fs, window_s)
-    stride = int(round(stride_s * fs))
-    if length < 1 or stride < 1:
-        raise ValueError(f"window {window_s} s / stride {stride_s} s is under one sample at {fs} Hz")
-    if num_samples < length:
-        return np.zeros(0, np.int64)
-    starts = np.arange(0, num_samples - length + 1, stride, dtype=np.int64)
-    if include_tail and starts[-1] + length < num_samples:
-        starts = np.append(starts, num_samples - length)
-    return starts
-
-
-def extract_windows(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """Copies the windows out of a recording.
-
-    Args:
-      signal: [time, leads].
-      starts: [num_windows] first sample of each window; start + length <= time.
-      length: samples per window.
-    Returns:
-      [num_windows, length, leads], same dtype as `signal`.
-    """
-    signal = np.asarray(signal)
-    # A view of every possible window, [time - length + 1, leads, length]; indexing copies only ours.
-    view = np.lib.stride_tricks.sliding_window_view(signal, length, axis=0)
-    return np.ascontiguousarray(view[np.asarray(starts, np.int64)].transpose(0, 2, 1))
 
 
 def _has_run(mask: np.ndarray, run: int) -> np.ndarray:

@@ -25,10 +25,10 @@ import pathlib
 import numpy as np
 from scipy import signal as sp_signal
 
-from ecgjax.annotate.heart_rate import detect_qrs, heart_rate_class, heart_rate_from_beats
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
 from ecgjax.data.workers import pool_initializer
+from ecgjax.signal.heart_rate import detect_qrs, heart_rate_class, heart_rate_from_beats
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class BeatIndex:
         return self.positions[self.offsets[record]:self.offsets[record + 1]]
 
     def heart_rate_class(self, record: int, start: int, length: int, fs: float, margin_s: float = 1.0) -> int:
-        """001's class (ecgjax.annotate.heart_rate) of the crop [start, start + length) of `record`:
+        """001's class (ecgjax.signal.heart_rate) of the crop [start, start + length) of `record`:
         the mean 60 / RR of the beats in the crop extended by `margin_s` at both ends."""
         bpm = heart_rate_from_beats(self.of(record), fs, np.array([start]), length, margin=int(round(margin_s * fs)))
         return int(heart_rate_class(bpm)[0])

@@ -14,8 +14,7 @@ from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import to_canonical
 from ecgjax.data.readers import flat_leads, validate_record
 from ecgjax.data.record import ECGRecord
-
-OUT_OF_RANGE_MV = 60.0        # telemetry paper §3: values beyond ±60 mV are removed (no body-surface ECG reaches it)
+from ecgjax.signal.limits import OUT_OF_RANGE_MV
 
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float, max_denominator: int = 1000) -> np.ndarray:

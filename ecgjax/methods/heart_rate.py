@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES
 from ecgjax.methods.registry import Method, active, register, segment_batch
+from ecgjax.signal.heart_rate import HEART_RATE_CLASSES
 
 
 @register("hr")
@@ -22,12 +22,15 @@ class HeartRate(Method):
     def loader_views(self, objective):
         return ("segment", "heart_rate")  # 'segment' [B, T, 12] + 'heart_rate_class' [B] int32
 
+    def label_classes(self):
+        return {"heart_rate_class": len(HEART_RATE_CLASSES)}
+
     def example_batch(self, config, batch_size):
         return {**segment_batch(config, batch_size, ("segment",)),
                 "heart_rate_class": jnp.zeros((batch_size,), jnp.int32)}
 
     def heads(self, net):
-        return {"heart_rate_head": nn.Dense(len(HEART_RATE_CLASSES), dtype=net.dtype)}
+        return {"heart_rate_head": nn.Dense(self.label_classes()["heart_rate_class"], dtype=net.dtype)}
 
     def forward(self, net, batch, inputs, *, train):
         """'heart_rate_logits' [batch, 4] of the anchor 'segment'."""

@@ -2,7 +2,8 @@
 
 A method says in one place what the rest of the code would otherwise branch on:
   views   `loader_views` (host crops, ecgjax.data.pipeline.VIEWS), `device_views` (what the step
-          augments), `example_batch` (zeros shaped like a step's batch, for init);
+          augments), `example_batch` (zeros shaped like a step's batch, for init), `label_classes`
+          (the classes of the integer labels the loader adds, e.g. heart-rate classes);
   heads   `heads` (Flax modules it puts on the encoder), `inputs` (per-step extra inputs such as
           MAE masks), `forward` (run inside `PretrainModel.__call__`);
   losses  `terms` and `losses`; a term runs iff its weight in config.objective.weights is
@@ -67,6 +68,11 @@ class Method:
     def example_batch(self, config: ml_collections.ConfigDict, batch_size: int) -> dict:
         """Zeros shaped like the batch the step's forward pass sees (after `device_views`)."""
         return segment_batch(config, batch_size, ("segment", "segment_aug", "patient_segment"))
+
+    def label_classes(self) -> dict[str, int]:
+        """{batch key: number of classes} of the integer labels its loader views add to a batch
+        (values in 0..n-1); none by default."""
+        return {}
 
     def checks(self, config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
         """(ok, message naming the field) pairs: settings this method cannot train with."""

@@ -13,8 +13,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ecgjax.annotate.heart_rate import HEART_RATE_CLASSES
 from ecgjax.data import pipeline
+from ecgjax.methods import registry
 from ecgjax.train import loop, mesh as mesh_lib, state as state_lib
 
 # The loader's signal dtype: the store's float16 samples, cast on the device (see pipeline).
@@ -32,16 +32,18 @@ def host_batch_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dic
 
 
 def random_host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
-    """A numpy batch shaped like the loader's: N(0, 1) mV signals, distinct patients, all leads."""
+    """A numpy batch shaped like the loader's: N(0, 1) mV signals, distinct patients, all leads,
+    labels drawn from the method's classes (`Method.label_classes`)."""
     rng = np.random.default_rng(seed)
+    classes = registry.get(config.objective.method).label_classes()
     batch = {}
     for key, (shape, dtype) in host_batch_shapes(config, batch_size).items():
         if key == "patient":
             batch[key] = np.arange(batch_size, dtype=dtype)
         elif key == "lead_mask":
             batch[key] = np.ones(shape, dtype)
-        elif key == "heart_rate_class":
-            batch[key] = rng.integers(0, len(HEART_RATE_CLASSES), size=shape).astype(dtype)
+        elif key in classes:
+            batch[key] = rng.integers(0, classes[key], size=shape).astype(dtype)
         else:
             batch[key] = rng.normal(size=shape).astype(dtype)
     return batch
