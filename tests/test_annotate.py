@@ -50,7 +50,8 @@ def rr_predict_fn(batch):
 def test_window_starts_counts_positions_and_tail():
     np.testing.assert_array_equal(signal_windows.window_starts(1000, 100, 2.0, 1.0), np.arange(0, 801, 100))
     np.testing.assert_array_equal(signal_windows.window_starts(1050, 100, 2.0, 1.0), [*range(0, 801, 100), 850])
-    np.testing.assert_array_equal(signal_windows.window_starts(1050, 100, 2.0, 1.0, include_tail=False), np.arange(0, 801, 100))
+    np.testing.assert_array_equal(signal_windows.window_starts(1050, 100, 2.0, 1.0, include_tail=False),
+                                  np.arange(0, 801, 100))
     assert signal_windows.window_starts(199, 100, 2.0, 1.0).size == 0
     assert signal_windows.window_starts(200, 100, 2.0, 5.0).tolist() == [0]
 
@@ -103,7 +104,8 @@ def test_heart_rate_from_beats_and_classes():
     assert np.isnan(signal_heart_rate.heart_rate_from_beats([], 100, np.array([0]), 200)).all()
     # Uneven RR: mean of instantaneous rates (60 and 120 bpm), not 60 / mean RR.
     assert signal_heart_rate.heart_rate_from_beats([0, 100, 150], 100, np.array([0]), 200)[0] == pytest.approx(90.0)
-    assert signal_heart_rate.heart_rate_from_beats(beats, 100, np.array([250]), 100, margin=100)[0] == pytest.approx(60.0)
+    with_margin = signal_heart_rate.heart_rate_from_beats(beats, 100, np.array([250]), 100, margin=100)
+    assert with_margin[0] == pytest.approx(60.0)
     classes = signal_heart_rate.heart_rate_class(np.array([45.0, 59.9, 60.0, 100.0, 100.1, np.nan, 75.0, 400.0]),
                                           np.array([0, 0, 0, 0, 0, 0, 1, 0], bool))
     assert classes.tolist() == [0, 0, 1, 1, 2, 3, 3, 3]
