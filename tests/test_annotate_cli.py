@@ -3,15 +3,16 @@ auto-labelled heart-rate heads it serves: a tiny model trained for a few steps, 
 the CLI and slid over real and generated records."""
 from __future__ import annotations
 
-import importlib.util
 import pathlib
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import wfdb
-from absl import flags
 
+import entry_points
+from ecgjax import loader
 from ecgjax.annotate import apply, outputs, reference, train_heads
 from ecgjax.eval.classifier import task_model
 from ecgjax.eval.tasks import Task
@@ -30,21 +31,13 @@ def beat_train(bpm: float, seconds: float, fs: float, seed: int = 0) -> np.ndarr
     return (x + np.random.default_rng(seed).normal(0, 0.02, t.size)).astype(np.float32)
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("annotate_cli", REPO / "experiments" / "annotate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CLI = _load_cli()
-
-
 def run_cli(**values) -> int:
-    """experiments/annotate.py main() with these flags (the others at their defaults)."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["annotate.py", *(f"--{k}={v}" for k, v in values.items())])
-    return CLI.main(["annotate.py"])
+    """experiments/annotate.py's exit status with these flags (the others at their defaults), run in
+    this process; what it prints goes to the test's capsys."""
+    result = entry_points.run("experiments/annotate.py", *(f"--{k}={v}" for k, v in values.items()))
+    print(result.stdout, end="")
+    print(result.stderr, end="", file=sys.stderr)
+    return result.returncode
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def test_heart_rate_labels_come_from_qrs_detection(heads_data):
 
 
 def test_trained_heads_save_and_load(model_dir, heads_data):
-    model = apply.load_model(model_dir)
+    model = loader.load_trained(str(model_dir))
     assert (model.fs, model.leads, model.window_s) == (MODEL_FS, ("II",), WINDOW_S)
     assert len(model.history) == 4 and all(np.isfinite(h["hr_class"]) for h in model.history[:3])
     assert set(model.history[-1]["val"]) == {"af_auroc", "af_threshold", "af_sensitivity", "af_specificity",
@@ -174,7 +167,36 @@ def test_cli_with_eval_classifier_masks_absent_leads(tmp_path):
     assert rhythms and set(rhythms) <= {"(AFIB", "(N"}
 
 
-def test_cli_fails_when_no_record_can_be_annotated(model_dir, tmp_path):
+def test_cli_flat_chest_leads_leave_the_other_leads_judged(tmp_path, caplog):
+    """A model of leads II, V1, V4-V6 on a record whose V4-V6 are flat throughout (electrodes off):
+    every window was invalid; now those leads are read as absent (zeros, as ingest masks them) and the
+    windows are judged on II and V1. A lead flat in some windows only still voids them (test_annotate)."""
+    leads = ("II", "V1", "V4", "V5", "V6")
+    task_model({**TINY_ENCODER, "in_leads": len(leads)}, Task("afib", "binary", ("AFIB",), leads=leads,
+                                                             window_s=WINDOW_S), MODEL_FS).save(tmp_path / "clf")
+    live = [beat_train(70, 30, 250, seed=i) for i in range(2)]
+    signal = np.stack([*live, *(np.full(live[0].shape, level, np.float32) for level in (0.0, 0.0, 0.3))], axis=1)
+    wfdb.wrsamp("chest_off", fs=250, units=["mV"] * 5, sig_name=list(leads), p_signal=signal, fmt=["16"] * 5,
+                write_dir=str(tmp_path))
+    result = entry_points.run("experiments/annotate.py", f"--checkpoint={tmp_path / 'clf'}",
+                              f"--input={tmp_path / 'chest_off'}", f"--output={tmp_path / 'out'}", "--noplot")
+    assert result.returncode == 0, result.stderr
+    # Logged through the root logger, which pytest's caplog holds (a real run prints it on stderr).
+    assert "V4, V5, V6 flat throughout: read as absent leads (zeros), windows judged on the other 2" in caplog.text
+    tracks = pd.read_csv(tmp_path / "out" / "chest_off.csv")
+    assert len(tracks) == 6 and tracks["valid"].astype(bool).all() and tracks["afib"].notna().all()
+    np.testing.assert_allclose(tracks["qrs_hr_bpm"], 70, atol=2)
+
+
+def test_cli_fails_in_one_line_when_no_record_can_be_annotated(model_dir, tmp_path):
+    """Was exit 1 with no error: line and an empty --output folder."""
     wfdb.wrsamp("short", fs=360, units=["mV"], sig_name=["MLII"], p_signal=beat_train(70, 2, 360)[:, None],
                 fmt=["16"], write_dir=str(tmp_path))
-    assert run_cli(checkpoint=model_dir, input=tmp_path / "short", output=tmp_path / "out") == 1
+    result = entry_points.run("experiments/annotate.py", f"--checkpoint={model_dir}", f"--input={tmp_path}",
+                              f"--output={tmp_path / 'out'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error: --input={tmp_path}: none of its 1 records could be annotated ({tmp_path / 'short'}")
+    assert error.endswith(f"recording of 2.0 s is shorter than one 5.0 s window); nothing was written to "
+                          f"--output={tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()

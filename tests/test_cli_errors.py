@@ -198,6 +198,19 @@ def test_annotate_on_an_empty_folder(tmp_path):
     assert_user_error(result, f"--input={tmp_path / 'empty'}", "no WFDB records")
 
 
+def test_annotate_with_a_missing_checkpoint_suggests_the_closest_and_what_to_pass(tmp_path):
+    """Was a bare 'no such directory' (or a pretraining run's advice): now the folder beside it that
+    was probably meant and the kinds of model annotate reads."""
+    write_wfdb_fixture(tmp_path / "records")
+    (tmp_path / "models" / "telemetry").mkdir(parents=True)
+    result = run("experiments/annotate.py", f"--checkpoint={tmp_path / 'models' / 'telemetyr'}",
+                 f"--input={tmp_path / 'records'}", f"--output={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert_user_error(result, f"--checkpoint={tmp_path / 'models' / 'telemetyr'}: no such directory (did you mean "
+                              f"{tmp_path / 'models' / 'telemetry'}?)", "experiments/probe.py --config.save_model=True")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------- changed config
 
 def test_changed_config_in_an_existing_workdir_is_refused(pretrain_args, pretrained_run, tmp_path):

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ecgjax.annotate import outputs, reference
-from ecgjax.annotate.windows import window_quality
+from ecgjax.annotate.windows import any_lead, lead_quality
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.preprocess import bandpass, resample
@@ -104,7 +104,16 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
     starts = window_starts(signal.shape[0], fs, window_s, stride_s)
     if starts.size == 0:
         raise ECGInputError(source, f"recording of {signal.shape[0] / fs:.1f} s is shorter than one {window_s} s window")
-    quality = {key: np.concatenate(parts) for key, parts in _batched_quality(mapped, starts, length, fs, present).items()}
+    per_lead = _batched_quality(mapped[:, present], starts, length, fs)
+    # A lead flat in every window is off for the whole recording: fed as an absent lead (zeros, as
+    # ingest masks a flat lead) and not judged, so it cannot void the windows of the leads that work.
+    off = np.flatnonzero(present)[per_lead["flat"].all(axis=0)]
+    if 0 < off.size < present.sum():
+        log.warning("%s: %s flat throughout: read as absent leads (zeros), windows judged on the other %d",
+                    source, ", ".join(str(model_leads[c]) for c in off), present.sum() - off.size)
+        per_lead = {key: value[:, ~np.isin(np.flatnonzero(present), off)] for key, value in per_lead.items()}
+        mapped[:, off], present[off] = 0.0, False
+    quality = any_lead(per_lead)
 
     # Missing samples become 0 mV before filtering, so NaN cannot smear into valid neighbours.
     model_signal = filter_signal(resample(np.nan_to_num(mapped, nan=0.0), fs, model_fs), model_fs, band_hz)
@@ -135,15 +144,15 @@ def annotate_recording(signal: np.ndarray, fs: float, lead_names, predict_fn: Pr
     return tracks
 
 
-def _batched_quality(signal, starts, length, fs, present, windows_per_chunk: int = 256):
-    """window_quality over chunks of windows, so hour-long records need no window copy in memory."""
+def _batched_quality(signal, starts, length, fs, windows_per_chunk: int = 256) -> dict[str, np.ndarray]:
+    """lead_quality of signal [time, leads] over chunks of windows ([num_windows, leads] flags), so
+    hour-long records need no window copy in memory."""
     parts: dict[str, list] = {}
     for first in range(0, starts.size, windows_per_chunk):
-        flags = window_quality(extract_windows(signal, starts[first:first + windows_per_chunk], length), fs,
-                               lead_mask=present)
+        flags = lead_quality(extract_windows(signal, starts[first:first + windows_per_chunk], length), fs)
         for key, value in flags.items():
             parts.setdefault(key, []).append(value)
-    return parts
+    return {key: np.concatenate(value) for key, value in parts.items()}
 
 
 def record_paths(path: str) -> list[str]:
@@ -184,7 +193,6 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
     any length, lead set and missing samples (NaN). Bad records are logged and skipped. Returns
     {record name: 'ok' or the reason it was skipped}.
     """
-    os.makedirs(output_dir, exist_ok=True)
     status = {}
     for record_path in record_paths(path):
         name = os.path.basename(record_path)
@@ -197,6 +205,7 @@ def annotate_path(path: str, output_dir: str, predict_fn: PredictFn, *, model_fs
                                         stride_s=stride_s, batch_size=batch_size, lead=lead,
                                         qrs_heart_rate=qrs_heart_rate, qrs_fs=qrs_fs, band_hz=band_hz,
                                         source=record.path)
+            os.makedirs(output_dir, exist_ok=True)  # made for the first good record: none, no folder
             outputs.write_csv(tracks, os.path.join(output_dir, f"{name}.csv"))
             outputs.write_wfdb_annotations(tracks, name, output_dir, record.fs, af_key=af_key,
                                            threshold=af_threshold)
