@@ -1,6 +1,6 @@
 """The 81-model grid: pretrain -> linear probe -> fine-tune per cell, resumable, then the report.
 
-    python experiments/sweep.py --config=configs/grid.py --workdir=runs/grid --dry_run
+    python experiments/sweep.py --config=configs/grid.py --workdir=runs/grid --dry_run [--budget]
     python experiments/sweep.py --config=configs/grid.py:store=stores/ptbxl --workdir=runs/grid \
         --cells=hl-p125-*,0-2
     python experiments/sweep.py --config=configs/grid.py:runlocal --workdir=/tmp/grid
@@ -25,13 +25,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Grid config (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (one subdirectory per cell).")
 _CELLS = flags.DEFINE_string("cells", None, "Cells to run: indices, ranges (3-5), names "
                              "(hl-p125-d4-w512) or globs, comma-separated; default config.cells.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the selected cells, their state and (--budget) what they "
-                             "will cost; train nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the selected cells and their state, at once; train nothing. "
+                             "With --budget, also what they will cost.")
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", True, "Run cells whose last attempt failed again.")
 _SHARD = flags.DEFINE_string("shard", None, "i/n: run only every n-th selected cell from the i-th (one job of n "
                              "on a cluster); 'slurm': this SLURM array task's shard.")
-_BUDGET = flags.DEFINE_bool("budget", True, "With --dry_run: each cell's parameters, compiled step FLOPs, XLA "
-                            "memory and projected device-hours (compile-only, cached in --budget_cache).")
+_BUDGET = flags.DEFINE_bool("budget", False, "With --dry_run: each cell's parameters, compiled step FLOPs, XLA "
+                            "memory and projected device-hours (compiles each cell's step once, seconds to a "
+                            "minute a cell on a CPU; cached in --budget_cache).")
 _BUDGET_CACHE = flags.DEFINE_string("budget_cache", budget.DEFAULT_CACHE_DIR, "One JSON per compiled cell.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", budget.H100_PEAK_TFLOPS,
                                   "Device peak for the projection (default: H100 SXM, dense bf16).")
@@ -48,6 +49,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     config, workdir = _CONFIG.value, _WORKDIR.value
     shard = selection.parse_shard(_SHARD.value)
+    if _BUDGET.value and not _DRY_RUN.value:
+        raise UserError("--budget sizes the cells of a dry run: add --dry_run (nothing is trained)")
     if _DRY_RUN.value:
         statuses = status.load_statuses(config, workdir, _CELLS.value, shard)
         print(status.status_counts(config, statuses))
@@ -61,6 +64,10 @@ def main(argv):
                                        bf16=True if _BUDGET_BF16.value else None)
             print(budget.budget_table(rows, peak_tflops=_PEAK_TFLOPS.value, mfu=_MFU.value,
                                       device_memory_gib=_DEVICE_MEMORY_GIB.value))
+            print(budget.cache_note(rows, _BUDGET_CACHE.value))
+        else:
+            print(f"budget: not computed; add --budget for each cell's FLOPs, memory and device-hours (compiles "
+                  f"each cell's step once, seconds to a minute a cell on a CPU, cached in {_BUDGET_CACHE.value})")
         return
     setup_console_logging()
     statuses = runner.run_sweep(config, workdir, _CELLS.value, shard=shard, retry_failed=_RETRY_FAILED.value)

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import pytest
 
+import entry_points
 from ecgjax.data.ingest import build_synthetic_store
 from ecgjax.errors import UserError
 from ecgjax.eval.report import read_runs
@@ -84,12 +85,19 @@ def test_describe_failure_names_out_of_memory():
                          reason="ValueError: bad config: train.batch_size=0 must be > 0")
 
 
-def test_dry_run_lists_81_cells_and_runs_nothing(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}",
-                          f"--workdir={tmp_path / 'w'}", "--dry_run", "--nobudget"],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+def test_dry_run_lists_81_cells_and_runs_nothing(tmp_path, monkeypatch):
+    """The dry run lists and compiles nothing unless --budget asks (it compiled every cell by default:
+    3 min 22 s and 1.5 GB for 3 runlocal cells); --budget without --dry_run is refused."""
+    monkeypatch.setattr(budget, "_compile_cost", lambda c: pytest.fail("a plain dry run compiled a cell"))
+    result = entry_points.run("experiments/sweep.py", f"--config={GRID}", f"--workdir={tmp_path / 'w'}", "--dry_run")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
     rows = [line for line in out.splitlines() if line.startswith("| ") and "pending" in line]
     assert out.startswith("81 cells: 0 done, 0 failed, 0 running, 81 pending") and len(rows) == 81 and "| 67 | hl-p125-d4-w512 | pending" in out
+    assert "budget: not computed; add --budget" in out
+    assert not (tmp_path / "w").exists()
+    refused = entry_points.run("experiments/sweep.py", f"--config={GRID}", f"--workdir={tmp_path / 'w'}", "--budget")
+    assert refused.returncode == 2 and "error: --budget sizes the cells of a dry run: add --dry_run" in refused.stderr
     assert not (tmp_path / "w").exists()
 
 
@@ -97,16 +105,20 @@ def test_dry_run_budget_compiles_each_cell_once_and_projects_device_hours(tmp_pa
     """Two runlocal cells: the first dry run compiles them (and caches), the second reads the
     cache back without compiling; hours follow the stated formula; a small memory flags a cell."""
     cache = tmp_path / "cache"
-    args = [sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
-            f"--workdir={tmp_path / 'w'}", "--cells=gl-p125-d2-w256,hl-p125-d2-w256", "--dry_run",
-            f"--budget_cache={cache}", "--peak_tflops=100", "--mfu=0.5"]
-    first = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPO)
+    args = ["experiments/sweep.py", f"--config={GRID}:runlocal", f"--workdir={tmp_path / 'w'}",
+            "--cells=gl-p125-d2-w256,hl-p125-d2-w256", "--dry_run", "--budget", f"--budget_cache={cache}",
+            "--peak_tflops=100", "--mfu=0.5"]
+    first = entry_points.run(*args)
+    assert first.returncode == 0, first.stderr
     assert first.stderr.count("budget: compiling") == 2 and len(list(cache.glob("*.json"))) == 2
     assert "Total for 2 cells:" in first.stdout and "at 100 TFLOP/s peak x 50% MFU" in first.stdout
+    assert f"budget: 0 of 2 cells read from the cache in {cache}, 2 compiled now" in first.stdout
     assert not (tmp_path / "w").exists()
+    monkeypatch.setattr(budget, "_compile_cost", lambda c: pytest.fail("a cached cell was compiled again"))
+    again = entry_points.run(*args)
+    assert f"budget: 2 of 2 cells read from the cache in {cache}, 0 compiled now" in again.stdout
 
     config = grid(cells="gl-p125-d2-w256,hl-p125-d2-w256")
-    monkeypatch.setattr(budget, "_compile_cost", lambda c: pytest.fail("a cached cell was compiled again"))
     cells = selection.select_cells(grid_lib.grid_cells(config), config.cells)
     rows = budget.cell_budgets(config, cells, cache_dir=cache)  # the CLI's defaults: bf16
     assert [r.name for r in rows] == ["gl-p125-d2-w256", "hl-p125-d2-w256"] and all(r.cached for r in rows)
@@ -265,12 +277,11 @@ def test_sharded_jobs_merge_into_one_status_table(tmp_path, monkeypatch):
     assert "5 cells: 2 done, 0 failed, 0 running, 3 pending" in table
     runner.run_sweep(config, tmp_path, shard=(0, 2), report=False)
     assert "5 cells: 5 done" in (tmp_path / "sweep.md").read_text()
-    dry = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}:runlocal",
-                          f"--workdir={tmp_path}", "--cells=0-4", "--shard=1/2", "--dry_run", "--nobudget"],
-                         capture_output=True, text=True, cwd=REPO)
+    dry = entry_points.run("experiments/sweep.py", f"--config={GRID}:runlocal", f"--workdir={tmp_path}",
+                           "--cells=0-4", "--shard=1/2", "--dry_run")
     assert dry.stdout.startswith("2 cells: 2 done"), dry.stdout + dry.stderr
-    bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments/sweep.py"), f"--config={GRID}",
-                          f"--workdir={tmp_path}", "--shard=2/2", "--dry_run"], capture_output=True, text=True, cwd=REPO)
+    bad = entry_points.run("experiments/sweep.py", f"--config={GRID}", f"--workdir={tmp_path}", "--shard=2/2",
+                           "--dry_run")
     assert bad.returncode == 2 and "error: --shard=2/2: expected i/n" in bad.stderr, bad.stderr
 
 

@@ -118,6 +118,13 @@ def cell_budgets(config: ml_collections.ConfigDict, cells: Sequence[Cell], *,
     return [cell_budget(config, c, index[c], cache_dir, bf16) for c in cells]
 
 
+def cache_note(rows: Sequence[CellBudget], cache_dir) -> str:
+    """Where the numbers came from: how many cells were read from the cache, how many compiled now."""
+    cached = sum(r.cached for r in rows)
+    return (f"budget: {cached} of {len(rows)} cells read from the cache in {cache_dir}, {len(rows) - cached} "
+            f"compiled now")
+
+
 def budget_table(rows: Sequence[CellBudget], *, peak_tflops: float = H100_PEAK_TFLOPS, mfu: float = DEFAULT_MFU,
                  device_memory_gib: float = H100_MEMORY_GIB) -> str:
     """Markdown: one row per cell, then the total device-hours and the cells that do not fit."""
