@@ -6,6 +6,9 @@ setup(
     version="0.1.0",
     description="Self-supervised ECG foundation models (ViT / ResNet, CL / MAE / HL / CPC) in JAX",
     packages=find_packages(include=["ecgjax", "ecgjax.*"]),
+    # The released models (weights, config, card, checksums) travel with the package: `pip install .`
+    # carries them, not only an editable install.
+    package_data={"ecgjax": ["zoo/registry.json", "zoo/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         # Tested with jax 0.10.2, flax 0.12.8, optax 0.2.8, orbax-checkpoint 0.12.8, grain 0.2.18:
