@@ -38,7 +38,7 @@ from ecgjax import cli, markdown
 from ecgjax.annotate import apply, reference, sampling, train_heads, training_records
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import record_paths
-from ecgjax.data import readers
+from ecgjax.data.sources import ptbxl
 from ecgjax.downstream.model import is_saved
 from ecgjax.machine import cpu_model
 from ecgjax.signal.heart_rate import HEART_RATE_CLASSES, heart_rate_class, heart_rate_from_beats
@@ -105,7 +105,7 @@ def train_or_load(workdir: str, log=print):
             return apply.load_model(model_dir), {**json.load(f), "reused": True}
     rng = np.random.default_rng(_SEED.value)
     began = time.perf_counter()
-    table = readers.load_ptbxl_table(_PTBXL.value)
+    table = ptbxl.load_ptbxl_table(_PTBXL.value)
     others = None if _OTHERS.value < 0 else _OTHERS.value
     load = functools.partial(training_records.load_records, _PTBXL.value, fs=_FS.value, workers=_WORKERS.value)
     cache = lambda name: (os.path.join(workdir, f"records_{name}_{_FS.value:g}hz_{others}_{_SEED.value}_"  # noqa: E731

@@ -144,12 +144,12 @@ def cinc_store(tmp_path_factory):
     """One CinC 2017 store, built once per session for the tests that only read it: 40 generated
     records in the layout PhysioNet distributes (fixtures.write_cinc2017_fixture: checksum 0, CRLF,
     .mat), ingested as `ingest --source=cinc2017` does (001's 75/5/20 % split)."""
-    from ecgjax.data.cinc import ingest_cinc2017
+    from ecgjax.data.ingest import build_store
     from fixtures import write_cinc2017_fixture
 
     root = tmp_path_factory.mktemp("cinc_store")
     write_cinc2017_fixture(root / "cinc", n_records=40, seed=1)
-    return ingest_cinc2017(root / "cinc", root / "store")
+    return build_store("cinc2017", root / "cinc", root / "store")
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from ecgjax.annotate import apply, crops, sampling, train_heads, training_records
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.training_records import AF, CONFOUNDER, OTHER, RecordSet
-from ecgjax.data import readers
+from ecgjax.data.sources import ptbxl
 from ecgjax.signal.heart_rate import NOISE, heart_rate_from_beats
 
 FS, BEAT_FS, SECONDS = 100.0, 250.0, 10.0
@@ -151,7 +151,7 @@ def test_train_heads_on_a_crop_sampler_stores_the_af_threshold():
 
 
 def test_load_records_from_ptbxl(ptbxl_dir):
-    table = readers.load_ptbxl_table(ptbxl_dir)
+    table = ptbxl.load_ptbxl_table(ptbxl_dir)
     rows = table[table["strat_fold"] == 9]
     rows = pd.concat([rows[rows["AFIB"] == 1].iloc[:2], rows[rows["AFIB"] != 1].iloc[:3]])
     records = training_records.load_records(str(ptbxl_dir), rows, fs=FS, leads=("II", "aVF", "V1"))

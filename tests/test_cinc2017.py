@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import wfdb
 
-from ecgjax.data.cinc import read_cinc2017_record
 from ecgjax.data.ingest import ingest
+from ecgjax.data.sources.cinc2017 import read_cinc2017_record
 from ecgjax.data.store import ECGStore
 from fixtures import write_cinc2017_record
 

@@ -143,10 +143,10 @@ def test_stochastic_depth_is_identity_in_evaluation_and_random_in_training():
 
 def test_task_records_whole_or_cut_to_a_length(tmp_path):
     from fixtures import write_cinc2017_fixture
-    from ecgjax.data.cinc import ingest_cinc2017
+    from ecgjax.data.ingest import build_store
 
     write_cinc2017_fixture(tmp_path / "cinc", n_records=6, seed=3)
-    store = ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    store = build_store("cinc2017", tmp_path / "cinc", tmp_path / "store")
     task = Task("cinc2017", "multiclass", ("label",), classes=("N", "A", "O", "~"), leads=("I",))
     records = np.arange(len(store.lengths))
     whole = load_task_arrays(store, task, records, record_s=0)

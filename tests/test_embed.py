@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ecgjax.data import preprocess, readers, resolve
+from ecgjax.data.sources import ptbxl
 from ecgjax.errors import UserError
 from ecgjax.eval import embed
 from ecgjax.models import registry
@@ -157,7 +158,7 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
 
 
 def test_ptbxl_records_from_a_wfdb_folder(run_dir, ptbxl_dir, tmp_path):
-    table = readers.load_ptbxl_table(ptbxl_dir)
+    table = ptbxl.load_ptbxl_table(ptbxl_dir)
     folder = tmp_path / "ptbxl"
     folder.mkdir()
     names = []

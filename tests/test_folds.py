@@ -98,7 +98,7 @@ def test_split_without_labels_and_bad_fold_flags(tmp_path):
 def test_shared_ptbxl_copy_without_fold_10(ptbxl_dir, tmp_path):
     """The real copy holds folds 1-9: the standard folds leave test empty, 1-7 / 8 / 9 work."""
     from ecgjax.data.ingest import ingest_records
-    from ecgjax.data.readers import load_ptbxl_table, read_ptbxl
+    from ecgjax.data.sources.ptbxl import load_ptbxl_table, read_ptbxl
     from ecgjax.data.store import ECGStore
 
     table = load_ptbxl_table(ptbxl_dir)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgjax.data import store as store_lib
+from ecgjax.data import sources, store as store_lib
 from ecgjax.data.errors import ECGInputError
-from ecgjax.data.ingest import (_metadata_table, _ptbxl_items, build_synthetic_store, format_summary, ingest, ingest_records,
-                                parse_synthetic_spec)
-from ecgjax.data.readers import load_ptbxl_table
+from ecgjax.data.ingest import _metadata_table, build_synthetic_store, format_summary, ingest, ingest_records
+from ecgjax.data.sources.ptbxl import load_ptbxl_table
+from ecgjax.data.sources.synthetic import parse_synthetic_spec
 from ecgjax.data.splits import SplitConfig, format_folds, parse_folds, resolve_folds
 from ecgjax.data.synthetic import generate_cohort
 from ecgjax.errors import UserError
@@ -143,7 +143,7 @@ def test_full_ptbxl_label_counts_from_the_metadata_table(ptbxl_dir):
     """The counts the summary reports for the whole shared PTB-XL (signals are not read here;
     the full ingest is run by benchmarks/loader.py and recorded in benchmarks/RESULTS.md)."""
     rows = [{"record_id": item["record_id"], "patient_id": item["patient_id"], "metadata": item["metadata"]}
-            for item in _ptbxl_items(ptbxl_dir, sampling_rate=100)]
+            for item in sources.get("ptbxl").items(ptbxl_dir, sampling_rate=100)]
     table, labels = _metadata_table(rows)
     assert labels[:5] == ["NORM", "MI", "STTC", "CD", "HYP"]
     assert (len(table), table.patient_id.nunique()) == (13320, 11600)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgjax.data import preprocess, readers
+from ecgjax.data import preprocess
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.record import ECGRecord
+from ecgjax.data.sources import ptbxl
 from fixtures import ecg_like
 
 
@@ -78,7 +79,7 @@ def _record(signal, fs=100.0, leads=CANONICAL_LEADS):
 
 
 def test_preprocess_record_on_real_ptbxl(ptbxl_dir):
-    (record,) = readers.read_ptbxl(ptbxl_dir, ecg_ids=[1])
+    (record,) = ptbxl.read_ptbxl(ptbxl_dir, ecg_ids=[1])
     signal, mask = preprocess.preprocess_record(record)
     assert signal.shape == (2500, 12) and signal.dtype == np.float32 and mask.all()
     assert preprocess.resample(record.signal, 100, 250)[:, 1] == pytest.approx(signal[:, 1])

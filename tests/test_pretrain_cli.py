@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ecgjax.data import ingest, readers
+from ecgjax.data import ingest
+from ecgjax.data.sources import ptbxl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("hybrid", "contrastive", "generative", "cpc", "pclr_resnet", "cl_resnet")
@@ -57,10 +58,10 @@ def test_every_config_pretrains_on_the_synthetic_cohort(config, tmp_path, synthe
 @pytest.fixture(scope="module")
 def ptbxl_store(ptbxl_dir, tmp_path_factory):
     """40 real PTB-XL records ingested at 250 Hz."""
-    table = readers.load_ptbxl_table(ptbxl_dir)
+    table = ptbxl.load_ptbxl_table(ptbxl_dir)
     ids = table["ecg_id"].iloc[:40].tolist()
     output = tmp_path_factory.mktemp("ptbxl_store")
-    ingest.ingest_records(readers.read_ptbxl(ptbxl_dir, ecg_ids=ids), output)
+    ingest.ingest_records(ptbxl.read_ptbxl(ptbxl_dir, ecg_ids=ids), output)
     return str(output)
 
 

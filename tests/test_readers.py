@@ -12,6 +12,7 @@ import wfdb
 from ecgjax.data import readers
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.record import ECGRecord
+from ecgjax.data.sources import code15, ptbxl
 from fixtures import ecg_like, write_code15_fixture, write_telemetry_fixture, write_wfdb_fixture
 
 
@@ -19,7 +20,7 @@ from fixtures import ecg_like, write_code15_fixture, write_telemetry_fixture, wr
 
 @pytest.fixture(scope="module")
 def ptbxl_table(ptbxl_dir):
-    return readers.load_ptbxl_table(ptbxl_dir)
+    return ptbxl.load_ptbxl_table(ptbxl_dir)
 
 
 def test_ptbxl_table_reproduces_the_data_readme_counts(ptbxl_table):
@@ -43,12 +44,12 @@ def test_ptbxl_table_row_parsing(ptbxl_table):
 
 
 def test_ptbxl_500hz_paths_follow_the_official_layout_when_the_column_is_absent(ptbxl_dir):
-    table = readers.load_ptbxl_table(ptbxl_dir, sampling_rate=500)
+    table = ptbxl.load_ptbxl_table(ptbxl_dir, sampling_rate=500)
     assert table.iloc[0]["filename"] == "records500/00000/00001_hr"
 
 
 def test_read_ptbxl_yields_records_in_mv_with_labels(ptbxl_dir, ptbxl_table):
-    records = list(readers.read_ptbxl(ptbxl_dir, ecg_ids=[1, 2], table=ptbxl_table))
+    records = list(ptbxl.read_ptbxl(ptbxl_dir, ecg_ids=[1, 2], table=ptbxl_table))
     assert [r.record_id for r in records] == ["1", "2"]
     first = records[0]
     assert first.signal.shape == (1000, 12) and first.signal.dtype == np.float32 and first.fs == 100
@@ -294,10 +295,10 @@ def test_validate_record_checks_in_memory_records():
 
 def test_read_code15_strips_padding_and_attaches_metadata(tmp_path):
     table = write_code15_fixture(tmp_path, exams_per_part=(3, 2))
-    records = list(readers.read_code15(tmp_path, block_rows=2))
+    records = list(code15.read_code15(tmp_path, block_rows=2))
     assert [int(r.record_id) for r in records] == table["exam_id"].tolist()  # exam_id 0 rows skipped
     for record, (_, row) in zip(records, table.iterrows()):
-        assert record.fs == 400 and record.lead_names == readers.CODE15_LEADS and record.source == "code15"
+        assert record.fs == 400 and record.lead_names == code15.CODE15_LEADS and record.source == "code15"
         assert record.num_samples == row["num_samples"]  # symmetric zero padding removed
         assert record.patient_id == str(row["patient_id"])
         assert record.metadata["AF"] == row["AF"] and record.metadata["sex"] == (0 if row["is_male"] else 1)
@@ -309,7 +310,7 @@ def test_read_code15_strips_padding_and_attaches_metadata(tmp_path):
 def test_read_code15_filters_exam_ids_and_scales(tmp_path):
     table = write_code15_fixture(tmp_path)
     wanted = int(table["exam_id"].iloc[-1])
-    (only,) = readers.read_code15(tmp_path, exam_ids=[wanted], scale_to_mv=0.1)
+    (only,) = code15.read_code15(tmp_path, exam_ids=[wanted], scale_to_mv=0.1)
     assert only.record_id == str(wanted)
     np.testing.assert_allclose(only.signal, 0.1 * ecg_like(int(table["num_samples"].iloc[-1]), 400.0, 12, wanted),
                                atol=1e-6)
@@ -317,7 +318,7 @@ def test_read_code15_filters_exam_ids_and_scales(tmp_path):
 
 def test_read_code15_without_table_is_rejected(tmp_path):
     with pytest.raises(ECGInputError, match="exams.csv"):
-        next(readers.read_code15(tmp_path))
+        next(code15.read_code15(tmp_path))
 
 
 # ------------------------------------------------------------------------------------ Annotations

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgjax.data import cinc
 from ecgjax.data.errors import ECGInputError
-from ecgjax.data.ingest import build_synthetic_store, ingest_records
-from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.data.ingest import build_store, build_synthetic_store, ingest_records
+from ecgjax.data.sources import cinc2017
+from ecgjax.data.sources.ptbxl import PTBXL_SUPERCLASSES
 from ecgjax.data.splits import SplitConfig, parse_folds
 from ecgjax.eval import tasks
 from ecgjax.eval.folds import task_splits
@@ -81,7 +81,7 @@ def test_csv_task_joins_on_record_id(syn_store, tmp_path):
 
 
 def test_ptbxl_fold_splits(ptbxl_dir, tmp_path):
-    from ecgjax.data.readers import load_ptbxl_table, read_ptbxl
+    from ecgjax.data.sources.ptbxl import load_ptbxl_table, read_ptbxl
 
     table = load_ptbxl_table(ptbxl_dir)
     ids = table.groupby("strat_fold").head(2)["ecg_id"].tolist()  # two records of every fold
@@ -102,11 +102,11 @@ def test_ptbxl_fold_splits(ptbxl_dir, tmp_path):
 
 def test_cinc2017_reader_and_store(tmp_path):
     labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=8, seed=0)
-    records = list(cinc.read_cinc2017(tmp_path / "cinc"))
+    records = list(cinc2017.read_cinc2017(tmp_path / "cinc"))
     assert [r.metadata["label"] for r in records] == list(labels.values())
     assert records[0].fs == 300 and records[0].lead_names == ("I",)
     assert len({r.num_samples for r in records}) > 1  # variable length
-    store = cinc.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+    store = build_store("cinc2017", tmp_path / "cinc", tmp_path / "store")
     assert store.fs == 250 and store.lead_mask(0).tolist() == [True] + [False] * 11
     data = load_task_data(store, tasks.get_task("cinc2017"))
     assert sum(len(a) for a in data.values()) == 8 and data["train"].x.shape[2] == 1
@@ -116,7 +116,7 @@ def test_cinc2017_bad_reference(tmp_path):
     write_cinc2017_fixture(tmp_path, n_records=4)
     (tmp_path / "REFERENCE.csv").write_text("A00001,N\nA00002,Q\n")
     with pytest.raises(ECGInputError, match="REFERENCE.csv: line 2"):
-        list(cinc.read_cinc2017(tmp_path))
+        list(cinc2017.read_cinc2017(tmp_path))
 
 
 def test_cinc2017_reference_header_crlf_and_bom(tmp_path):
@@ -124,22 +124,22 @@ def test_cinc2017_reference_header_crlf_and_bom(tmp_path):
     body = "".join(f"{name},{label}\r\n" for name, label in labels.items())
     for header in ("data_source,class\r\n", "Record,Label\r\n", "\ufeffrecord,rhythm\r\n", "\ufeff"):
         (tmp_path / "REFERENCE.csv").write_text(header + body, encoding="utf-8", newline="")
-        assert cinc.read_cinc2017_reference(tmp_path) == labels
+        assert cinc2017.read_cinc2017_reference(tmp_path) == labels
     # A first line naming a record with a bad label is that record's error, not a header.
     (tmp_path / "REFERENCE.csv").write_text("A00001,Q\n" + body)
     with pytest.raises(ECGInputError, match="REFERENCE.csv: line 1"):
-        cinc.read_cinc2017_reference(tmp_path)
+        cinc2017.read_cinc2017_reference(tmp_path)
     (tmp_path / "REFERENCE.csv").write_text("data_source,class\n")
     with pytest.raises(ECGInputError, match="no labelled records"):
-        cinc.read_cinc2017_reference(tmp_path)
+        cinc2017.read_cinc2017_reference(tmp_path)
 
 
 def test_cinc2017_unlabelled_record_is_rejected_at_ingest(tmp_path):
     labels = write_cinc2017_fixture(tmp_path / "cinc", n_records=4)
     (tmp_path / "cinc" / "REFERENCE.csv").write_text("".join(f"{n},{c}\n" for n, c in list(labels.items())[1:]))
     with pytest.raises(ECGInputError, match="no label for record 'A00001'"):
-        list(cinc.read_cinc2017(tmp_path / "cinc"))
-    store = cinc.ingest_cinc2017(tmp_path / "cinc", tmp_path / "store")
+        list(cinc2017.read_cinc2017(tmp_path / "cinc"))
+    store = build_store("cinc2017", tmp_path / "cinc", tmp_path / "store")
     assert len(store) == 3
     rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
     assert rejected.record.tolist() == ["A00001"] and "no label" in rejected.reason[0]

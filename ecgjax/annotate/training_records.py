@@ -91,7 +91,7 @@ def _read_one(path, *, leads, fs: float, beat_lead: str, beat_fs: float):
 
 def load_records(root: str, table: pd.DataFrame, *, fs: float, leads=TRAIN_LEADS, beat_fs: float = 250.0,
                  beat_lead: str = "II", workers: int = 1) -> RecordSet:
-    """Reads the rows of `table` (a readers.load_ptbxl_table selection), keeps `leads` resampled to
+    """Reads the rows of `table` (a sources.ptbxl.load_ptbxl_table selection), keeps `leads` resampled to
     `fs`, and detects the beats of each record on `beat_lead` at `beat_fs` (XQRS at PTB-XL's
     100 Hz double-counts; at 250 Hz it agrees with the SBRAD / STACH statements). Records the
     ingest checks reject (a flat lead, NaN) are left out: a crop of a dead lead has no heart rate.

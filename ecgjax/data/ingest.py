@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import pathlib
 import time
-from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
@@ -40,178 +39,45 @@ import pandas as pd
 import tqdm
 
 from ecgjax import cli
-from ecgjax.data import store as store_lib
-from ecgjax.data.cinc import CINC2017_SPLIT, cinc2017_items, read_cinc2017_record
+from ecgjax.data import sources, store as store_lib
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.preprocess import preprocess_record
-from ecgjax.data.readers import (NOTE_KINDS, PTBXL_SUPERCLASSES, load_ptbxl_table, ptbxl_metadata, read_code15,
-                                 read_wfdb)
+from ecgjax.data.readers import NOTE_KINDS
+from ecgjax.data.record import jsonable
+from ecgjax.data.sources.ptbxl import PTBXL_SUPERCLASSES
+from ecgjax.data.sources.synthetic import format_synthetic_spec
 from ecgjax.data.splits import SPLITS, SplitConfig, assign_splits, format_folds, parse_folds, resolve_folds
-from ecgjax.data.synthetic import DEFAULT_NUM_PATIENTS, generate_patient_records
+from ecgjax.data.synthetic import DEFAULT_NUM_PATIENTS
 from ecgjax.data.workers import pool_initializer
 from ecgjax.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("wfdb", "ptbxl", "code15", "cinc2017", "synthetic")
-# What --input must hold per source, for the messages of a wrong one.
-LAYOUTS = {"wfdb": "a folder of WFDB records (*.hea + signal files), a RECORDS list or one .hea file",
-           "ptbxl": "the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/)",
-           "code15": "the CODE-15% folder (exams.csv, exams_part*.hdf5)",
-           "cinc2017": "the PhysioNet/CinC 2017 folder (REFERENCE.csv, A*.hea + .mat)"}
 # Metadata keys holding a list of labels per record, expanded into one 0/1 column per label.
 LABEL_LIST_KEYS = ("superclasses", "conditions")
 CORE_COLUMNS = ("record_id", "patient_id", "patient_index", "source", "original_fs", "num_samples",
                 "split", "shard", "path")
 # Failures of the underlying file libraries (wfdb, soundfile, h5py) on a corrupt file: rejected, not fatal.
 REJECTABLE = (ECGInputError, OSError, ValueError, EOFError)
-# --input of the synthetic source: spec keys -> `generate_patient_records` arguments.
-SYNTHETIC_KEYS = {"patients": "num_patients", "records": "records_per_patient", "seed": "seed", "fs": "fs",
-                  "duration_s": "duration_s"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Sources: a list of picklable items per source; `_load_records` turns one into ECGRecords.
-# ---------------------------------------------------------------------------------------------
-
-def parse_synthetic_spec(spec: str | None) -> dict[str, Any]:
-    """'patients=400,records=4,seed=0' (the command line's --input) -> generate_cohort kwargs
-    (missing keys take defaults)."""
-    kwargs: dict[str, Any] = {"num_patients": DEFAULT_NUM_PATIENTS, "records_per_patient": 4, "seed": 0}
-    if spec:
-        for part in filter(None, spec.split(",")):
-            key, _, value = (s.strip() for s in part.partition("="))
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-            if key not in SYNTHETIC_KEYS or number is None:
-                raise UserError(f"--input={spec}: bad synthetic spec part {part!r}; expected KEY=NUMBER "
-                                f"with KEY in {', '.join(SYNTHETIC_KEYS)}, e.g. 'patients=400,records=4,seed=0'")
-            kwargs[SYNTHETIC_KEYS[key]] = int(number) if number.is_integer() else number
-    return kwargs
-
-
-def synthetic_cohort(input) -> dict[str, Any]:
-    """The synthetic source's `input` as generate_cohort kwargs: a spec string (the command line's)
-    is parsed, kwargs are taken as they are."""
-    return dict(input) if isinstance(input, Mapping) else parse_synthetic_spec(input)
-
-
-def format_synthetic_spec(cohort: Mapping[str, Any]) -> str:
-    """generate_cohort kwargs -> 'patients=400,records=4,seed=0': how a synthetic store records its input."""
-    def text(value) -> str:
-        return str(value) if isinstance(value, int) else f"{value:g}"  # no '1e+06' patients
-
-    return ",".join(f"{key}={text(cohort[name])}" for key, name in SYNTHETIC_KEYS.items() if name in cohort)
-
-
-def _ptbxl_items(root: pathlib.Path, sampling_rate: int) -> list[dict]:
-    return [{"kind": "ptbxl", "path": str(root / row["filename"]), "record_id": str(row["ecg_id"]),
-             "patient_id": row["patient_id"], "metadata": _jsonable(ptbxl_metadata(row))}
-            for row in load_ptbxl_table(root, sampling_rate).to_dict("records")]
-
-
-def _wfdb_items(root: pathlib.Path) -> list[dict]:
-    if root.is_file():  # a single header or a RECORDS list
-        if root.suffix == ".hea":
-            return [{"kind": "wfdb", "path": str(root.with_suffix(""))}]
-        base, names = root.parent, root.read_text().split()
-    elif (root / "RECORDS").is_file():
-        base, names = root, (root / "RECORDS").read_text().split()
-    else:
-        base, names = root, sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.hea"))
-    return [{"kind": "wfdb", "path": str(base / name)} for name in names]
-
-
-def _cinc2017_items(root: pathlib.Path) -> list[dict]:
-    return [{"kind": "cinc2017", **item} for item in cinc2017_items(root)]
-
-
-def _synthetic_items(cohort: Mapping[str, Any]) -> list[dict]:
-    """One item per patient: `generate_patient_records` is deterministic per (seed, patient), so
-    workers generate their own shards and the result equals `generate_cohort(**cohort)`."""
-    per_patient = {k: v for k, v in cohort.items() if k != "num_patients"}
-    return [{"kind": "synthetic", "patient_index": i, **per_patient} for i in range(cohort["num_patients"])]
-
-
-def _load_records(item) -> list:
-    """The ECGRecords of one planned item (records themselves pass through); preprocess validates."""
-    if not isinstance(item, dict):
-        return [item]
-    kind = item["kind"]
-    if kind == "synthetic":
-        kwargs = {k: v for k, v in item.items() if k != "kind"}
-        return generate_patient_records(**kwargs)
-    # A flat lead (electrode off) is masked as absent rather than losing the whole record.
-    if kind == "wfdb":
-        return [read_wfdb(item["path"], allow_flat_leads=True)]
-    if kind == "cinc2017":
-        return [read_cinc2017_record(item["path"], item["record_id"], item["label"])]
-    record = read_wfdb(item["path"], patient_id=item["patient_id"], source="ptbxl", metadata=item["metadata"],
-                       allow_flat_leads=True)
-    record.record_id = item["record_id"]
-    return [record]
-
-
-def _item_name(item) -> tuple[str, str]:
-    if not isinstance(item, dict):
-        return str(item.record_id), str(item.path)
-    if item["kind"] == "synthetic":
-        return f"patient {item['patient_index']}", f"synthetic:{item}"
-    return item.get("record_id", pathlib.Path(item["path"]).name), item["path"]
-
-
-def _check_input(source: str, input_path) -> None:
-    """A missing or nonexistent --input fails here, before any work, naming the flag and the fix."""
-    if source not in SOURCES:
-        raise UserError(f"--source={source}: unknown source (expected one of {', '.join(SOURCES)})")
-    if source == "synthetic":
-        return
-    if input_path is None or not str(input_path).strip():
-        raise UserError(f"--input is required with --source={source}: pass {LAYOUTS[source]} "
-                        f"(only --source=synthetic may omit it)")
-    if not pathlib.Path(input_path).exists():
-        raise ECGInputError(input_path, f"no such file or folder (--input); pass {LAYOUTS[source]}")
-
-
-def _plan(source: str, input_path, sampling_rate: int) -> tuple[Iterator, list | None]:
-    """(iterator over items, the items as a list, or None for a streamed source)."""
-    if source == "code15":
-        records = read_code15(input_path)  # streamed: only in-flight shards are held in memory
-        first = next(records, None)  # a wrong folder fails here, before the store is begun
+def _plan(source: sources.Source, input_path, sampling_rate: int) -> tuple[Iterator, list | None]:
+    """(iterator over the source's items, the items as a list, or None for a streamed source);
+    a corpus without items fails here, before the store is begun."""
+    items = source.items(input_path, sampling_rate=sampling_rate)
+    if source.streamed:
+        first = next(items, None)
         if first is None:
-            raise ECGInputError(input_path, f"no code15 records found; --input must be {LAYOUTS[source]}")
-        return itertools.chain([first], records), None
-    if source == "synthetic":
-        items = _synthetic_items(synthetic_cohort(input_path))
-    else:
-        root = pathlib.Path(input_path)
-        planners = {"ptbxl": lambda: _ptbxl_items(root, sampling_rate), "wfdb": lambda: _wfdb_items(root),
-                    "cinc2017": lambda: _cinc2017_items(root)}
-        items = planners[source]()
-        if not items:
-            raise ECGInputError(input_path, f"no {source} records found; --input must be {LAYOUTS[source]}")
+            raise ECGInputError(input_path, f"no {source.name} records found; --input must be {source.layout}")
+        return itertools.chain([first], items), None
+    if not items:
+        raise ECGInputError(input_path, f"no {source.name} records found; --input must be {source.layout}")
     return iter(items), items
 
 
 # ---------------------------------------------------------------------------------------------
 # Workers: one call per shard.
 # ---------------------------------------------------------------------------------------------
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, (list, tuple, set, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
 
 def _patient_str(value) -> str:
     """Patient ids as strings; PTB-XL stores them as floats ('15709.0' -> '15709')."""
@@ -220,16 +86,15 @@ def _patient_str(value) -> str:
     return str(value)
 
 
-def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> dict:
-    """Reads, validates, preprocesses and writes one shard. Returns counts for the progress bar."""
+def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float, source: sources.Source) -> dict:
+    """Reads (`source.read`), validates, preprocesses and writes one shard. Returns counts for the
+    progress bar."""
     signals, masks, rows, rejected, notes = [], [], [], [], []
     for item in items:
-        record_id, path = _item_name(item)
+        record_id, path = source.item_name(item)
         try:
-            records = _load_records(item)
-            # The file readers have validated already; other records are validated by preprocess_record.
-            validate = not (isinstance(item, dict) and item["kind"] in ("wfdb", "ptbxl", "cinc2017"))
-            processed = [(record, *preprocess_record(record, target_fs=target_fs, validate=validate,
+            records = source.read(item)
+            processed = [(record, *preprocess_record(record, target_fs=target_fs, validate=not source.validated,
                                                      allow_flat_leads=True))
                          for record in records]
         except REJECTABLE as error:
@@ -242,7 +107,7 @@ def ingest_shard(store_dir: str, shard: int, items: list, target_fs: float) -> d
             rows.append({"record_id": str(record.record_id), "patient_id": _patient_str(record.patient_id),
                          "source": record.source, "original_fs": float(record.fs),
                          "num_samples": int(signal.shape[0]), "path": str(record.path or path),
-                         "metadata": _jsonable(record.metadata)})
+                         "metadata": jsonable(record.metadata)})
             notes += [{"record": str(record.record_id), "path": str(record.path or path), "kind": kind, "note": note}
                       for kind, note in record.notes.items()]
     store_lib.write_shard(store_dir, shard, signals, masks, rows, rejected, notes)
@@ -277,16 +142,6 @@ def _check_spec(output: pathlib.Path, spec: dict) -> None:
         spec_path.write_text(json.dumps(spec, indent=1))
 
 
-def default_split(source: str) -> SplitConfig:
-    """PTB-XL: by strat_fold (train 1-8, val 9, test 10); CinC 2017: 001's random 75/5/20 %;
-    other corpora: 80/10/10 % of patients by hash."""
-    if source == "ptbxl":
-        return SplitConfig(method="folds")
-    if source == "cinc2017":
-        return CINC2017_SPLIT
-    return SplitConfig(method="hash")
-
-
 def _check_settings(target_fs: float, workers: int, shard_size: int) -> None:
     if not target_fs > 0:
         raise UserError(f"--target_fs={target_fs:g}: must be a positive sampling rate in Hz, e.g. 250")
@@ -296,18 +151,19 @@ def _check_settings(target_fs: float, workers: int, shard_size: int) -> None:
         raise UserError(f"--shard_size={shard_size}: must be at least 1 (records per shard), e.g. 1000")
 
 
-def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int | None = None,
+def ingest(source_name: str, input, output, *, target_fs: float = 250.0, workers: int | None = None,
            shard_size: int = 1000, split: SplitConfig | None = None, sampling_rate: int = 100,
            progress: bool = True, auto_folds: bool | None = None) -> dict:
     """Ingests a corpus into an ECGStore at `output` and returns the summary dict.
 
     Args:
-      source: 'wfdb' (folder of WFDB records / RECORDS file), 'ptbxl' (PTB-XL root),
-        'code15' (CODE-15 root), 'cinc2017' (PhysioNet/CinC 2017 folder), 'synthetic' (`input` is
-        generate_cohort kwargs, or a spec 'patients=400,records=4,seed=0'; missing ones take defaults).
+      source_name: a source of ecgjax.data.sources: 'wfdb' (folder of WFDB records / RECORDS file),
+        'ptbxl' (PTB-XL root), 'code15' (CODE-15 root), 'cinc2017' (PhysioNet/CinC 2017 folder),
+        'synthetic' (`input` is generate_cohort kwargs, or a spec 'patients=400,records=4,seed=0';
+        missing ones take defaults).
       workers: processes; 0 runs in this process; None uses all cores.
       shard_size: items per shard (records; patients for synthetic); each worker writes whole shards.
-      split: patient-level split; default `default_split(source)`.
+      split: patient-level split; default the source's `default_split()`.
       sampling_rate: which PTB-XL signals to read (100 -> records100, 500 -> records500).
       auto_folds: for a 'folds' split whose folds leave a split empty in this corpus, pick folds
         from those present (and warn) instead of failing (see `resolve_folds`); default: when
@@ -317,27 +173,27 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
       every record is rejected (rejected.csv says why); computed shards are kept for a rerun.
     """
     started = time.perf_counter()
-    _check_input(source, input)
+    source = sources.get(source_name)
+    source.check_input(input)
     output = pathlib.Path(output)
     auto_folds = split is None if auto_folds is None else auto_folds
-    split = default_split(source) if split is None else split
-    if split.method == "folds" and source != "ptbxl":
-        raise UserError(f"--split_method=folds needs the strat_fold column of PTB-XL; --source={source} "
+    split = source.default_split() if split is None else split
+    if split.method == "folds" and not source.has_folds:
+        raise UserError(f"--split_method=folds needs the strat_fold column of PTB-XL; --source={source.name} "
                         f"has none: use --split_method=hash")
     workers = os.cpu_count() if workers is None else workers
     _check_settings(target_fs, workers, shard_size)
     items, planned = _plan(source, input, sampling_rate)
     folds_note = ""
     if split.method == "folds" and planned is not None:  # fail (or pick folds) before the long part
-        split, folds_note = resolve_folds(split, [item["metadata"].get("strat_fold") for item in planned],
+        split, folds_note = resolve_folds(split, [source.fold_of(item) for item in planned],
                                           auto=auto_folds, where=input)
-    recorded_input = format_synthetic_spec(synthetic_cohort(input)) if source == "synthetic" else str(input)
-    spec = {"source": source, "input": recorded_input, "target_fs": float(target_fs),
+    spec = {"source": source.name, "input": source.describe_input(input), "target_fs": float(target_fs),
             "shard_size": int(shard_size), "sampling_rate": int(sampling_rate)}
     _check_spec(output, spec)
     done_shards: list[int] = []
     redone = []
-    bar = tqdm.tqdm(total=None if planned is None else len(planned), unit="rec", desc=f"ingest {source}",
+    bar = tqdm.tqdm(total=None if planned is None else len(planned), unit="rec", desc=f"ingest {source.name}",
                     disable=not progress)
 
     def finished(result):
@@ -350,7 +206,7 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
                 finished({"shard": shard, "items": len(chunk)})
                 continue
             redone.append(shard)
-            finished(ingest_shard(str(output), shard, chunk, target_fs))
+            finished(ingest_shard(str(output), shard, chunk, target_fs, source))
     else:
         context = multiprocessing.get_context("spawn")  # safe with jax/threads in the parent
         initializer, initargs = pool_initializer()  # workers die with this process, even on kill -9
@@ -362,7 +218,7 @@ def ingest(source: str, input, output, *, target_fs: float = 250.0, workers: int
                     finished({"shard": shard, "items": len(chunk)})
                     continue
                 redone.append(shard)
-                pending.add(pool.submit(ingest_shard, str(output), shard, chunk, target_fs))
+                pending.add(pool.submit(ingest_shard, str(output), shard, chunk, target_fs, source))
                 if len(pending) >= 2 * workers:  # bounds memory for streamed sources
                     completed, pending = concurrent.futures.wait(
                         pending, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -391,7 +247,7 @@ def ingest_records(records, output, *, target_fs: float = 250.0, shard_size: int
     _check_spec(output, spec)
     num_shards = 0
     for shard, chunk in _chunks(iter(records), shard_size):
-        ingest_shard(str(output), shard, chunk, target_fs)
+        ingest_shard(str(output), shard, chunk, target_fs, sources.Source())
         num_shards = shard + 1
     return finalize_store(output, num_shards, target_fs, split or SplitConfig(method="hash"), spec)
 
@@ -455,7 +311,7 @@ def finalize_store(output, num_shards: int, target_fs: float, split: SplitConfig
                                            f"{output / 'rejected.csv'}. Fix or replace those records and "
                                            f"ingest again into a fresh --output")
     if not rows:
-        layout = LAYOUTS.get(spec["source"], "a corpus with records")
+        layout = sources.get(spec["source"]).layout if spec["source"] in sources.names() else sources.Source.layout
         raise ECGInputError(spec["input"], f"no records found; --input must be {layout}")
     table, label_columns = _metadata_table(rows)
     folds_note = ""
@@ -551,6 +407,12 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def build_store(source_name: str, input, output, **kwargs) -> store_lib.ECGStore:
+    """`ingest` in this process with no progress bar (`kwargs` as ingest's), and the store it wrote."""
+    ingest(source_name, input, output, **{"workers": 0, "progress": False, **kwargs})
+    return store_lib.ECGStore(output)
+
+
 def build_synthetic_store(output_dir, num_patients: int = DEFAULT_NUM_PATIENTS, records_per_patient: int = 4,
                           seed: int = 0, *, workers: int = 0, shard_size: int = 1000, target_fs: float = 250.0,
                           progress: bool = False) -> store_lib.ECGStore:
@@ -573,10 +435,11 @@ FOLD_FLAGS = ("train_folds", "val_folds", "test_folds")
 
 
 def split_from_flags(flag_values) -> tuple[SplitConfig, bool]:
-    """(split, auto_folds) from the flags: `default_split(--source)` with the flags the user
+    """(split, auto_folds) from the flags: the --source's `default_split()` with the flags the user
     passed applied; folds are picked from those present only when no fold flag was passed."""
     f = flag_values
-    changes: dict[str, Any] = {"method": f.split_method or default_split(f.source).method}
+    default = sources.get(f.source).default_split()
+    changes: dict[str, Any] = {"method": f.split_method or default.method}
     for name in FOLD_FLAGS:
         if f[name].present:
             try:
@@ -590,7 +453,7 @@ def split_from_flags(flag_values) -> tuple[SplitConfig, bool]:
         if f[name].present:
             changes[field] = f[name].value
     explicit_folds = any(f[name].present for name in FOLD_FLAGS)
-    return dataclasses.replace(default_split(f.source), **changes), not explicit_folds
+    return dataclasses.replace(default, **changes), not explicit_folds
 
 
 def main(argv):
@@ -608,7 +471,7 @@ def main(argv):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_enum("source", None, list(SOURCES), "Corpus format.")
+    flags.DEFINE_enum("source", None, list(sources.names()), "Corpus format (a module of ecgjax.data.sources).")
     flags.DEFINE_string("input", None, "Corpus path (synthetic: spec 'patients=400,records=4,seed=0', "
                         "the default).")
     flags.DEFINE_string("output", None, "Store directory to create or resume.")

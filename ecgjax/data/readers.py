@@ -4,32 +4,29 @@
   units and length checked; any length and lead names, NaN where samples are missing; non-ECG
   channels (units not a voltage) dropped and a checksum that disagrees kept as `ECGRecord.notes`.
 - `read_wfdb`: the same, then `validate_record` (ingest's record-level checks).
-- `load_ptbxl_table` / `read_ptbxl`: the official PTB-XL folder layout.
-- `read_code15`: CODE-15% (`exams.csv` + `exams_part*.hdf5`), read lazily block by block.
 - `read_annotations` / `rhythm_at`: MIT-BIH style beat and rhythm annotations of long recordings.
 - `validate_record`: the checks every record passes before it is used.
 
-Bad input raises `ECGInputError` naming the file and the problem.
+Bad input raises `ECGInputError` naming the file and the problem. What is particular to one corpus
+(PTB-XL's tables, CODE-15%'s HDF5 files, CinC 2017's REFERENCE.csv) lives in its module of
+`ecgjax.data.sources`.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
 import pathlib
 import re
-import warnings
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import wfdb
 import wfdb.io.annotation
 import wfdb.io.header
 from wfdb.io import _header, _signal
 
 from ecgjax.data.errors import ECGInputError
-from ecgjax.data.leads import CANONICAL_LEADS, canonical_lead_name
+from ecgjax.data.leads import canonical_lead_name
 from ecgjax.data.record import ECGRecord
 
 # Sampling rates outside this range are a broken header, not an ECG: below 50 Hz the QRS complex
@@ -40,15 +37,6 @@ MAX_FS_HZ = 20_000.0
 
 # Physical units found in WFDB headers, as multipliers to millivolts. WFDB's default unit is mV.
 _UNIT_TO_MV = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
-
-PTBXL_SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
-# Statements worth a binary column of their own besides the superclasses.
-PTBXL_EXTRA_BINARY = ("AFIB",)
-
-CODE15_FS_HZ = 400.0
-# CODE-15% lead order, as documented with the dataset (DI, DII, DIII, AVR, AVL, AVF, V1-V6).
-CODE15_LEADS = CANONICAL_LEADS
-CODE15_LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF")
 
 # wfdb's table of which annotation codes mark a beat (QRS complex).
 _BEAT_SYMBOLS = frozenset(
@@ -374,177 +362,6 @@ def read_wfdb(path, patient_id: str | None = None, *, source: str = "wfdb",
         record.patient_id = str(patient_id)
     record.metadata.update(metadata or {})
     return validate_record(record, allow_flat_leads=allow_flat_leads)
-
-
-# --------------------------------------------------------------------------------------------
-# PTB-XL
-# --------------------------------------------------------------------------------------------
-
-def _ptbxl_default_filename(ecg_id: int, sampling_rate: int) -> str:
-    """The official PTB-XL path of a record (used where the table lacks that filename column)."""
-    suffix = "lr" if sampling_rate == 100 else "hr"
-    return f"records{sampling_rate}/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_{suffix}"
-
-
-def load_ptbxl_table(root, sampling_rate: int = 100) -> pd.DataFrame:
-    """One row per PTB-XL record with parsed labels.
-
-    Columns: ecg_id, patient_id (str of the integer), age, sex (0 male, 1 female), strat_fold,
-    filename (filename_lr or filename_hr for `sampling_rate` 100/500, relative to `root`),
-    scp_codes (dict), superclasses / subclasses (sorted lists from the `diagnostic == 1` rows of
-    scp_statements.csv, as in the official example code), and one bool column per superclass
-    (NORM, MI, STTC, CD, HYP) and per statement in PTBXL_EXTRA_BINARY (AFIB).
-    """
-    root = pathlib.Path(root)
-    database_path, statements_path = root / "ptbxl_database.csv", root / "scp_statements.csv"
-    for required in (database_path, statements_path):
-        if not required.is_file():
-            raise ECGInputError(required, "missing PTB-XL table")
-    if sampling_rate not in (100, 500):
-        raise ECGInputError(root, f"PTB-XL sampling_rate must be 100 or 500, not {sampling_rate}")
-    table = pd.read_csv(database_path)
-    missing = {"ecg_id", "patient_id", "scp_codes"} - set(table.columns)
-    if missing:
-        raise ECGInputError(database_path, f"missing columns {sorted(missing)}")
-    statements = pd.read_csv(statements_path, index_col=0)
-    diagnostic = statements[statements["diagnostic"] == 1]
-    to_class = diagnostic["diagnostic_class"].dropna().to_dict()
-    to_subclass = diagnostic["diagnostic_subclass"].dropna().to_dict()
-
-    table["ecg_id"] = table["ecg_id"].astype(int)
-    table["patient_id"] = table["patient_id"].map(lambda p: str(int(p)) if pd.notna(p) else "")
-    table["scp_codes"] = table["scp_codes"].map(ast.literal_eval)
-    table["superclasses"] = table["scp_codes"].map(lambda codes: sorted({to_class[c] for c in codes if c in to_class}))
-    table["subclasses"] = table["scp_codes"].map(
-        lambda codes: sorted({to_subclass[c] for c in codes if c in to_subclass}))
-    for name in PTBXL_SUPERCLASSES:
-        table[name] = table["superclasses"].map(lambda classes, name=name: name in classes)
-    for name in PTBXL_EXTRA_BINARY:
-        table[name] = table["scp_codes"].map(lambda codes, name=name: name in codes)
-
-    column = "filename_lr" if sampling_rate == 100 else "filename_hr"
-    if column in table.columns:
-        table["filename"] = table[column]
-    else:  # e.g. the shared copy has no filename_hr: the official layout gives the path.
-        table["filename"] = [_ptbxl_default_filename(i, sampling_rate) for i in table["ecg_id"]]
-    return table.reset_index(drop=True)
-
-
-def ptbxl_metadata(row) -> dict:
-    """The metadata dict an ECGRecord carries for one row of `load_ptbxl_table`."""
-    keys = ("ecg_id", "age", "sex", "strat_fold", "scp_codes", "superclasses", "subclasses",
-            *PTBXL_SUPERCLASSES, *PTBXL_EXTRA_BINARY)
-    return {key: (row[key].item() if hasattr(row[key], "item") else row[key]) for key in keys if key in row}
-
-
-def read_ptbxl(root, *, sampling_rate: int = 100, ecg_ids: Iterable[int] | None = None,
-               table: pd.DataFrame | None = None) -> Iterator[ECGRecord]:
-    """Yields PTB-XL records (in table order) with their labels in `metadata`.
-
-    `ecg_ids` restricts to those records; `table` reuses a `load_ptbxl_table` result.
-    record_id is the ecg_id as a string, patient_id the PTB-XL patient id as a string.
-    """
-    root = pathlib.Path(root)
-    table = load_ptbxl_table(root, sampling_rate) if table is None else table
-    if ecg_ids is not None:
-        table = table[table["ecg_id"].isin(set(int(i) for i in ecg_ids))]
-    for row in table.to_dict("records"):
-        record = read_wfdb(root / row["filename"], patient_id=row["patient_id"], source="ptbxl",
-                           metadata=ptbxl_metadata(row))
-        record.record_id = str(row["ecg_id"])
-        yield record
-
-
-# --------------------------------------------------------------------------------------------
-# CODE-15%
-# --------------------------------------------------------------------------------------------
-
-def _part_number(path: pathlib.Path) -> int:
-    match = re.search(r"(\d+)", path.stem)
-    return int(match.group(1)) if match else -1
-
-
-def strip_zero_padding(signal: np.ndarray) -> np.ndarray:
-    """Drops the all-zero rows at both ends of [time, leads] (CODE-15% centres short exams in zeros)."""
-    active = np.flatnonzero(np.any(signal != 0, axis=1))
-    if active.size == 0:
-        return signal[:0]
-    return signal[active[0]:active[-1] + 1]
-
-
-def read_code15(root, *, scale_to_mv: float = 1.0, exam_ids: Iterable[int] | None = None,
-                block_rows: int = 64) -> Iterator[ECGRecord]:
-    """Yields CODE-15% exams from `exams.csv` and `exams_part*.hdf5` in `root`.
-
-    Each HDF5 file holds `tracings` [N, 4096, 12] float32 (400 Hz, leads I, II, III, aVR, aVL,
-    aVF, V1-V6, shorter exams centred in zeros) and `exam_id` [N]. Tracings are read
-    `block_rows` exams at a time, never a whole file; zero padding is stripped at both ends.
-
-    Units: the authors' README says "scale 1e-4V ... multiplied by 1000 to obtain V", which
-    contradicts itself; the PhysioNet Challenge 2025 conversion of CODE-15% (prepare_code15_data.py)
-    treats the values as mV (gain 1000/mV), so `scale_to_mv` defaults to 1.0. Pass 0.1 to read
-    them as 1e-4 V units.
-
-    Rows with exam_id 0 (padding rows at the end of a file) are skipped; exams missing from
-    exams.csv are skipped with a warning (no patient id, so they cannot be split by patient).
-    An all-zero tracing is yielded empty, for `validate_record` to reject.
-    """
-    import h5py  # only this reader needs it
-
-    root = pathlib.Path(root)
-    exams_path = root / "exams.csv"
-    if not exams_path.is_file():
-        raise ECGInputError(exams_path, "missing CODE-15% exams table")
-    exams = pd.read_csv(exams_path).set_index("exam_id", drop=False)
-    parts = sorted(root.glob("exams_part*.hdf5"), key=_part_number)
-    if not parts:
-        raise ECGInputError(root, "no exams_part*.hdf5 files")
-    wanted = None if exam_ids is None else set(int(i) for i in exam_ids)
-    for part in parts:
-        try:
-            file = h5py.File(part, "r")
-        except OSError as error:
-            raise ECGInputError(part, f"cannot open HDF5 file ({error})") from None
-        with file:
-            if "tracings" not in file or "exam_id" not in file:
-                raise ECGInputError(part, "expected datasets 'tracings' and 'exam_id'")
-            tracings, ids = file["tracings"], np.asarray(file["exam_id"][:]).astype(np.int64)
-            if tracings.ndim != 3 or tracings.shape[0] != ids.shape[0] or tracings.shape[2] != len(CODE15_LEADS):
-                raise ECGInputError(part, f"tracings shape {tracings.shape} does not match "
-                                          f"{ids.shape[0]} exam ids x {len(CODE15_LEADS)} leads")
-            keep = ids != 0
-            if wanted is not None:
-                keep &= np.isin(ids, list(wanted))
-            rows = np.flatnonzero(keep)
-            for block_start in range(0, rows.size, block_rows):
-                block = rows[block_start:block_start + block_rows]
-                # One contiguous slice per block (h5py reads contiguous ranges fastest).
-                data = tracings[block[0]:block[-1] + 1]
-                for row in block:
-                    exam_id = int(ids[row])
-                    if exam_id not in exams.index:
-                        warnings.warn(f"{part}: exam {exam_id} is not in exams.csv; skipped")
-                        continue
-                    yield _code15_record(data[row - block[0]], exams.loc[exam_id], part, scale_to_mv)
-
-
-def _code15_record(tracing: np.ndarray, exam: pd.Series, part: pathlib.Path, scale_to_mv: float) -> ECGRecord:
-    exam = exam.iloc[0] if isinstance(exam, pd.DataFrame) else exam  # tolerate duplicated exam ids
-    signal = strip_zero_padding(np.asarray(tracing, np.float32)) * np.float32(scale_to_mv)
-    metadata = {key: (exam[key].item() if hasattr(exam[key], "item") else exam[key])
-                for key in exam.index if key not in ("patient_id",)}
-    if "is_male" in exam.index:
-        metadata["sex"] = 0 if bool(exam["is_male"]) else 1  # PTB-XL coding: 0 male, 1 female
-    return ECGRecord(
-        signal=np.ascontiguousarray(signal),
-        fs=CODE15_FS_HZ,
-        lead_names=CODE15_LEADS,
-        record_id=str(int(exam["exam_id"])),
-        patient_id=str(int(exam["patient_id"])),
-        source="code15",
-        metadata=metadata,
-        path=f"{part}:{int(exam['exam_id'])}",
-    )
 
 
 # --------------------------------------------------------------------------------------------

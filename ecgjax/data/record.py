@@ -42,3 +42,19 @@ class ECGRecord:
     @property
     def duration_s(self) -> float:
         return self.num_samples / self.fs
+
+
+def jsonable(value):
+    """`value` (metadata: numpy scalars, NaN, tuples, nested dicts) as JSON values; NaN -> None,
+    anything else unknown -> its str."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

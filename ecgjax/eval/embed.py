@@ -32,6 +32,7 @@ import tqdm
 
 from ecgjax import loader
 from ecgjax.data import ingest, preprocess, readers
+from ecgjax.data.sources.wfdb import record_paths
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
 from ecgjax.data.store import ECGStore
@@ -138,7 +139,7 @@ def wfdb_source(root: pathlib.Path, fs: float) -> Source:
     """WFDB records under `root` (a folder, a RECORDS file or one .hea), read and preprocessed as
     ingest does: validated reader, ±60 mV rule, resampling to `fs`, canonical 12 leads (absent
     and flat leads zero)."""
-    paths = [item["path"] for item in ingest._wfdb_items(root)]
+    paths = record_paths(root)
     if not paths:
         raise UserError(f"--input={root}: no WFDB records (*.hea) and no store.json; pass an ingested "
                         "store or a folder of WFDB records")

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.data.sources.ptbxl import PTBXL_SUPERCLASSES
 from ecgjax.downstream.heads import TASK_TYPES
 
 # 003's criteria tasks: the PTB-XL superclasses but NORM.

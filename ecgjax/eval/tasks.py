@@ -15,7 +15,7 @@ single lead I, macro F1), any label column of the store by name (binary), and
 'csv:/path/labels.csv:column[:type]' for a label table joined on record_id.
 
 A task's records per split are ecgjax.eval.folds' (PTB-XL strat_fold or the ingest split), its
-arrays ecgjax.eval.task_data's; the CinC 2017 reader and store are ecgjax.data.cinc's.
+arrays ecgjax.eval.task_data's; the CinC 2017 reader is ecgjax.data.sources.cinc2017's.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ecgjax.data.cinc import CINC2017_CLASSES
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import CANONICAL_LEADS
-from ecgjax.data.readers import PTBXL_SUPERCLASSES
+from ecgjax.data.sources.cinc2017 import CINC2017_CLASSES
+from ecgjax.data.sources.ptbxl import PTBXL_SUPERCLASSES
 from ecgjax.downstream.heads import TASK_TYPES
 
 SYNTHETIC_CONDITIONS = ("wide_qrs", "st_elevation", "t_inversion", "high_voltage", "afib")

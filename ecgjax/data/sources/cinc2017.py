@@ -10,7 +10,9 @@ checked). The distributed headers carry 0 in the checksum field and end their li
 records are read as WFDB's tools read them, the checksum noted (ingest lists it in notes.csv, with
 one warning). The lead is read as lead I; each record is its own patient (the challenge
 publishes no patient ids); the class goes to metadata 'label', the column of the 'cinc2017' probe
-task. `ingest_cinc2017` builds the store, split at random 75/5/20 % (train/val/test) as in 001.
+task. A store of it is split at random 75/5/20 % (train/val/test) as in 001:
+
+    python -m ecgjax.data.ingest --source=cinc2017 --input=/data/training2017 --output=stores/cinc2017
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from typing import Iterator
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.readers import read_wfdb_recording, validate_record
 from ecgjax.data.record import ECGRecord
+from ecgjax.data.sources.registry import Source, register
 from ecgjax.data.splits import SplitConfig
-from ecgjax.data.store import ECGStore
 
 CINC2017_CLASSES = ("N", "A", "O", "~")
 # 001 splits the records at random 75/5/20 % train/val/test: a hashed split, record = patient.
@@ -88,12 +90,19 @@ def read_cinc2017(root) -> Iterator[ECGRecord]:
         yield read_cinc2017_record(item["path"], item["record_id"], item["label"])
 
 
-def ingest_cinc2017(root, output, *, target_fs: float = 250.0, seed: int = 0) -> ECGStore:
-    """The ECGStore of a CinC 2017 folder (resampled to target_fs, lead I of the 12-lead layout),
-    split 75/5/20 % train/val/test by hashed record (= patient) id as in 001; unusable records go
-    to the store's rejected.csv (as `python -m ecgjax.data.ingest --source=cinc2017`)."""
-    from ecgjax.data.ingest import ingest  # ingest imports this module
+@register("cinc2017")
+class CinC2017(Source):
+    layout = "the PhysioNet/CinC 2017 folder (REFERENCE.csv, A*.hea + .mat)"
+    validated = True
 
-    ingest("cinc2017", root, output, target_fs=target_fs, workers=0, progress=False,
-           split=dataclasses.replace(CINC2017_SPLIT, seed=seed))
-    return ECGStore(output)
+    def items(self, input, *, sampling_rate: int) -> list[dict]:
+        return cinc2017_items(input)
+
+    def read(self, item) -> list[ECGRecord]:
+        return [read_cinc2017_record(item["path"], item["record_id"], item["label"])]
+
+    def item_name(self, item) -> tuple[str, str]:
+        return item["record_id"], item["path"]
+
+    def default_split(self) -> SplitConfig:
+        return CINC2017_SPLIT
