@@ -53,7 +53,8 @@ FINETUNE_AUGMENTATION = {name: dict(params) for name, params in DEFAULT_AUGMENTA
 
 
 def default_optim() -> ml_collections.ConfigDict:
-    """The fine-tuning recipe (README "Evaluation"; configs/probe.py uses it as is)."""
+    """The fine-tuning recipe (README "On real data"; configs/probe.py uses it as is; the evidence for
+    each default: benchmarks/ptbxl.md, "What the probe's defaults rest on")."""
     return ml_collections.ConfigDict(dict(
         batch_size=64, eval_batch_size=256,
         # Linear head stage. A convex problem on fixed features: train it to convergence and let
@@ -98,7 +99,8 @@ def default_protocol() -> ml_collections.ConfigDict:
     """The windowed protocol (configs/probe.py uses it as is)."""
     return ml_collections.ConfigDict(dict(
         # crop / scoring window, s (0 = the encoder's input, num_samples / fs). 2.5 s crops of 10 s
-        # PTB-XL records beat whole 10 s windows for the supervised ResNet (benchmarks/ptbxl.md).
+        # PTB-XL records beat whole 10 s windows for the supervised ResNet
+        # (benchmarks/ptbxl_log.md, "Ablation").
         window_s=2.5,
         stride_s=0.0,          # scoring stride, s; 0 = half a window
         aggregation="mean",    # mean | max (of window scores per record)
