@@ -30,7 +30,6 @@ from ecgjax import zoo
 from ecgjax.data.errors import ECGInputError
 from ecgjax.downstream import model as model_lib
 from ecgjax.errors import UserError
-from ecgjax.eval import runs as runs_lib
 from ecgjax.train import loop
 
 PRETRAINED_FILE = "pretrained.json"
@@ -45,13 +44,13 @@ class PretrainedNetwork:
 
     config: the pretraining config (model, objective, data.fs, data.segment_s);
     variables: {'params': {'encoder', heads...}, ['batch_stats']}; source: where it came from;
-    pretrain_loss: the loss parts of its last logged step ({} if unknown).
+    last_logged: its last logged step's metrics ({} if unknown).
     """
 
     config: ml_collections.ConfigDict
     variables: dict
     source: str
-    pretrain_loss: dict = dataclasses.field(default_factory=dict)
+    last_logged: dict = dataclasses.field(default_factory=dict)
 
     @property
     def encoder_config(self) -> dict:
@@ -118,14 +117,14 @@ def load_pretrained(spec: str, flag: str = "--checkpoint") -> PretrainedNetwork:
     kind, path = resolve(spec, flag)
     if kind == "run":
         config, _, variables = loop.restore_pretrained(str(path))
-        return PretrainedNetwork(config, jax.device_get(variables), str(path), last_pretrain_loss(path))
+        return PretrainedNetwork(config, jax.device_get(variables), str(path), last_logged(path))
     if kind == "model":
         raise UserError(f"{flag}={spec}: a model with trained heads (classifier.json), not a pretraining run; "
                         f"{WHAT_TO_PASS} (a model's encoder: --config.init_from / ecgjax.load(...).embed)")
     saved = json.loads((path / PRETRAINED_FILE).read_text())
     variables = _read_variables(path)
     return PretrainedNetwork(ml_collections.ConfigDict(saved["config"]), variables, str(spec),
-                             saved.get("pretrain_loss", {}))
+                             saved.get("last_logged", {}))
 
 
 def load_trained(spec: str, flag: str = "--checkpoint", batch_size: int = 64) -> model_lib.TrainedModel:
@@ -152,7 +151,7 @@ def export_pretrained(network: PretrainedNetwork, folder) -> pathlib.Path:
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PRETRAINED_FILE).write_text(json.dumps(
-        {"config": json.loads(network.config.to_json_best_effort()), "pretrain_loss": network.pretrain_loss},
+        {"config": json.loads(network.config.to_json_best_effort()), "last_logged": network.last_logged},
         indent=1))
     state = serialization.to_state_dict(jax.device_get(network.variables))
     (folder / VARIABLES_FILE).write_bytes(serialization.msgpack_serialize(state))
@@ -169,11 +168,8 @@ def _read_variables(folder: pathlib.Path) -> dict:
         raise UserError(f"{path}: unreadable weights ({type(error).__name__}); save or export it again") from None
 
 
-def last_pretrain_loss(run) -> dict:
-    """The loss parts (runs.LOSS_PARTS) of the last line of a run's metrics.jsonl ({} if none)."""
+def last_logged(run) -> dict:
+    """The last line of a run's metrics.jsonl (its loss terms, lr, ...; {} if none)."""
     path = pathlib.Path(run) / "metrics.jsonl"
     lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
-    return {part: float(last[part]) for part in runs_lib.LOSS_PARTS if part in last}
+    return json.loads(lines[-1]) if lines else {}

@@ -97,15 +97,16 @@ def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource,
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
-    """The checkpoint's encoder (a run, an exported or a released encoder, or the encoder of a saved
-    model; weights only for init 'pretrained'), or the architecture of config.encoder_config when
-    no checkpoint is given (baselines only)."""
+    """The checkpoint's encoder (a pretraining run, an exported or a released encoder; weights only
+    for init 'pretrained'), or the architecture of config.encoder_config when no checkpoint is
+    given (baselines only)."""
     if config.checkpoint:
         network = loader.load_pretrained(config.checkpoint, "--config.checkpoint")
         pretrained = config.init == "pretrained"
         return EncoderSource(network.encoder_config, network.encoder_variables if pretrained else None,
                              network.config, network.method if pretrained else None,
-                             network.pretrain_loss if pretrained else {}, network.source)
+                             {k: float(v) for k, v in network.last_logged.items() if k in runs_lib.LOSS_PARTS}
+                             if pretrained else {}, network.source)
     if config.init == "pretrained":
         raise UserError("--config.checkpoint is empty, but --config.init=pretrained needs it: pass the "
                         "--workdir of a pretraining run or a released encoder (zoo:NAME), or "
