@@ -27,6 +27,7 @@ import ml_collections
 from flax import serialization
 
 from ecgjax import zoo
+from ecgjax.cli import closest_path
 from ecgjax.data.errors import ECGInputError
 from ecgjax.downstream import model as model_lib
 from ecgjax.errors import UserError
@@ -95,6 +96,8 @@ def resolve(spec: str, flag: str = "--checkpoint") -> tuple[str, pathlib.Path]:
         folder = zoo.verified_path(spec)
         return kind_of(folder), folder
     path = pathlib.Path(os.path.expanduser(str(spec))).absolute()
+    if not path.exists():
+        raise UserError(f"{flag}={spec}: no such directory{closest_path(spec)}; {WHAT_TO_PASS}")
     kind = kind_of(path) if path.is_dir() else None
     if kind in (None, "run"):  # the run checks say what is wrong with a path that is no model
         path = pathlib.Path(loop.resolve_run_dir(str(path) if kind else str(spec), flag))

@@ -98,7 +98,8 @@ def test_probe_checkpoint_mistakes(kind, pretrained_run, tmp_path):
         given.mkdir()
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", f"--config.checkpoint={given}",
                  f"--workdir={tmp_path / 'probe'}")
-    fix = f"pass --config.checkpoint={pretrained_run}" if kind == "checkpoints_folder" else "pass the --workdir"
+    fix = {"missing": "no such directory; pass a pretraining run", "empty": "pass the --workdir",
+           "checkpoints_folder": f"pass --config.checkpoint={pretrained_run}"}[kind]
     assert_user_error(result, f"--config.checkpoint={given}", fix)
     assert not (tmp_path / "probe").exists()
 
@@ -155,7 +156,7 @@ def test_debug_shows_the_traceback(tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal",
                  f"--config.checkpoint={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}", "--debug")
     assert result.returncode != 0
-    assert "Traceback" in result.stderr and "resolve_run_dir" in result.stderr
+    assert "Traceback" in result.stderr and "in resolve" in result.stderr
 
 
 # ---------------------------------------------------------------------------------- ingest
