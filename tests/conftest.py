@@ -51,6 +51,33 @@ def pytest_unconfigure(config):
         shutil.rmtree(made, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def unoptimized():
+    """XLA's optimisation passes off (jax_disable_most_optimizations): a tiny pretraining or ResNet
+    step compiles in about half the time. The programs compute the same functions, but not the same
+    floats bit for bit (fusion and reassociation differ), so this is for code whose results are
+    checked for shape, files, flow or agreement with themselves, never against a tolerance argued
+    for optimised programs. The flag is not part of JAX's in-memory cache key: the executables
+    compiled meanwhile are dropped afterwards, so no later test runs one of them (the persistent
+    cache keys on it and keeps both kinds apart)."""
+    import jax
+
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
+        jax.clear_caches()
+
+
+@pytest.fixture
+def unoptimized_xla():
+    """`unoptimized()` for one test: `@pytest.mark.usefixtures("unoptimized_xla")`."""
+    with unoptimized():
+        yield
+
+
 # ------------------------------------------------------------------ built once per session
 
 def _session_dir(tmp_path_factory) -> pathlib.Path:
@@ -107,7 +134,8 @@ def pretrained_run(pretrain_args, tmp_path_factory) -> pathlib.Path:
     metrics.jsonl, checkpoints/2), made once per session. Copy it before changing it."""
 
     def build(path):
-        result = entry_points.run(*pretrain_args, f"--workdir={path}")
+        with unoptimized():  # what its readers check is computed by them, not by the pretraining
+            result = entry_points.run(*pretrain_args, f"--workdir={path}")
         assert result.returncode == 0, result.stderr[-3000:]
 
     return build_once(tmp_path_factory, "pretrained_run", build)

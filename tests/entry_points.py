@@ -34,6 +34,9 @@ def _loggers_kept():
     handler on the root logger; ecgjax's console logging sets its own)."""
     saved = [(log, log.level, log.propagate, list(log.handlers))
              for log in (logging.getLogger(), logging.getLogger("ecgjax"))]
+    # A console handler left by an earlier in-process main would hold an earlier stderr: the run
+    # makes its own, on the stderr captured here.
+    logging.getLogger("ecgjax").handlers[:] = [h for h in saved[1][3] if not getattr(h, "_ecgjax", False)]
     try:
         yield
     finally:

@@ -1,28 +1,28 @@
 """`experiments/pretrain.py` end to end for every pretraining config, on the embedded synthetic
-cohort and on an ingested PTB-XL store (a few steps each; the real entry point in a subprocess)."""
+cohort and on an ingested PTB-XL store (a few steps each; the real entry point, in this process:
+tests/entry_points.py). What is checked is the run's flow and files, not its numbers: XLA's
+optimisations are off (conftest `unoptimized`), which halves the compilations."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+
+import entry_points
 
 from ecgjax.data import ingest
 from ecgjax.data.sources import ptbxl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("unoptimized_xla")
 CONFIGS = ("hybrid", "contrastive", "generative", "cpc", "pclr_resnet", "cl_resnet")
 
 
 def run_pretrain(config: str, workdir, *overrides: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, os.path.join(REPO, "experiments", "pretrain.py"),
-               f"--config={os.path.join(REPO, 'configs', config + '.py')}:runlocal",
-               f"--workdir={workdir}", "--config.train.num_steps=2", "--config.train.batch_size=8",
-               "--config.train.log_every=1", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    return entry_points.run("experiments/pretrain.py", f"--config=configs/{config}.py:runlocal", f"--workdir={workdir}",
+                            "--config.train.num_steps=2", "--config.train.batch_size=8", "--config.train.log_every=1",
+                            *overrides)
 
 
 def check_run(result: subprocess.CompletedProcess, workdir, expected_parts) -> None:
