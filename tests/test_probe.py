@@ -13,14 +13,26 @@ from configs import probe as probe_config
 from ecgjax.data.ingest import build_synthetic_store
 from ecgjax.downstream.model import load_model
 from ecgjax.downstream.network import adapt_encoder
+from ecgjax.downstream import fit as fit_lib
 from ecgjax.eval import classifier as clf_lib, probe, tasks
+from ecgjax.eval.recipe import (FineTune, FitSettings, LinearHead, Recipe, SelfDistill, Teachers, WiSEFT, Windowing,
+                                distill as distill_lib, teacher_targets)
 from ecgjax.eval.task_data import TaskArrays
 from ecgjax.eval.report import read_runs
 from ecgjax.models import registry
 import entry_points
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every check here is of flow, files, bounds or agreement between two computations of this process:
+# XLA's optimisations off (conftest `unoptimized`) halve the many compilations of a ResNet's steps.
+pytestmark = pytest.mark.usefixtures("unoptimized_xla")
 TINY_OPTIM = dict(batch_size=16, eval_batch_size=32, linear_epochs=3, epochs=1, min_steps_per_epoch=1)
+TINY_FIT = FitSettings(batch_size=8, eval_batch_size=32, min_steps_per_epoch=1)
+
+
+def _recipe(*stages, windowing=Windowing()) -> Recipe:
+    """A recipe of these stages with TINY_FIT's batching."""
+    return Recipe(tuple(stages), TINY_FIT, windowing)
 
 
 @pytest.fixture(scope="session")
@@ -75,30 +87,33 @@ def test_probe_distils_on_the_records_the_labelled_subset_leaves_out(checkpoint,
     full = probe.run_probe(_config(checkpoint=checkpoint, task="age", leads="II", mode="finetune",
                                    **{"data.store": str(syn_store.path)}), tmp_path / "full")[0]
     config = _config(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5,
-                     **{"data.store": str(syn_store.path), "optim.distill_epochs": 1})
+                     recipe="linear,finetune,distill", **{"data.store": str(syn_store.path), "distill.epochs": 1})
     run = probe.run_probe(config, tmp_path / "half")[0]
     assert run["extra"]["n_train"] < full["extra"]["n_train"]
     assert run["extra"]["epochs_run"] == {"linear": 3, "finetune": 1, "distill": 1}
+    assert run["extra"]["recipe"] == ["linear", "finetune", "distill"]
     assert "distill" not in full["extra"]["epochs_run"]  # off by default
+    assert full["extra"]["recipe"] == ["linear", "finetune"]  # --config.mode=finetune's
 
 
 def test_probe_adds_the_records_of_an_unlabelled_store_to_the_pool(checkpoint, syn_store, tmp_path, monkeypatch):
-    """--config.data.unlabelled_store: its records (cut to the task's rows, in the task's leads)
+    """--config.distill.pool.store: its records (cut to the task's rows, in the task's leads)
     join the left-out training records as self-distillation's pool; a sample when capped."""
     from ecgjax.errors import UserError
 
     other = build_synthetic_store(tmp_path / "other", 6, 2, seed=3)
-    pools, train_classifier = [], probe.train_classifier
+    pools, train = [], Recipe.train
 
-    def spy_train(*args, **kwargs):
-        pools.append(kwargs["unlabelled"])
-        return train_classifier(*args, **kwargs)
+    def spy_train(self, *args, **kwargs):
+        pools.append(kwargs["pool"])
+        return train(self, *args, **kwargs)
 
-    monkeypatch.setattr(probe, "train_classifier", spy_train)
-    flags = {"data.store": str(syn_store.path), "data.unlabelled_store": str(other.path), "optim.distill_epochs": 1}
-    base = dict(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5)
+    monkeypatch.setattr(Recipe, "train", spy_train)
+    flags = {"data.store": str(syn_store.path), "distill.pool.store": str(other.path), "distill.epochs": 1}
+    base = dict(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5,
+                recipe="linear,finetune,distill")
     run = probe.run_probe(_config(**base, **flags), tmp_path / "all")[0]
-    probe.run_probe(_config(**base, **flags, **{"data.unlabelled_records": 5}), tmp_path / "five")
+    probe.run_probe(_config(**base, **flags, **{"distill.pool.records": 5}), tmp_path / "five")
     everything, five = pools
     from_other = everything.record_index == -1
     assert from_other.sum() == len(other) == 12 and (~from_other).any()
@@ -110,14 +125,14 @@ def test_probe_adds_the_records_of_an_unlabelled_store_to_the_pool(checkpoint, s
     # The pool row is a copy of the store's float32 samples, no arithmetic: equal on any CPU.
     np.testing.assert_array_equal(everything.x[row, :n, 0], other.read(0, 0, int(n))[:, lead_ii])
     with pytest.raises(UserError, match="task's own store"):
-        probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(syn_store.path)}), tmp_path / "own")
+        probe.run_probe(_config(**base, **{**flags, "distill.pool.store": str(syn_store.path)}), tmp_path / "own")
     without_ii = tmp_path / "without_ii"   # a corpus none of whose records has the task's lead
     shutil.copytree(other.path, without_ii)
     mask = np.load(without_ii / "lead_mask.npy")
     mask[:, lead_ii] = False
     np.save(without_ii / "lead_mask.npy", mask)
     with pytest.raises(UserError, match="no record of .* has every lead of the task"):
-        probe.run_probe(_config(**base, **{**flags, "data.unlabelled_store": str(without_ii)}), tmp_path / "none")
+        probe.run_probe(_config(**base, **{**flags, "distill.pool.store": str(without_ii)}), tmp_path / "none")
 
 
 def test_cli_entry_point(checkpoint, syn_store, tmp_path):
@@ -203,18 +218,17 @@ def test_lead_adaptation_equivalence():
 def test_cut_leads_use_their_own_layer_decay():
     """A 12-lead checkpoint cut to lead I fine-tunes with optim.layer_decay_new_leads; the same
     checkpoint on its own 12 leads, and a random encoder on one lead, keep optim.layer_decay."""
-    optim = clf_lib.default_optim()
-    optim.layer_decay, optim.layer_decay_resnet, optim.layer_decay_new_leads = 0.75, 0.8, 0.9
+    recipe = _recipe(LinearHead(), FineTune(layer_decay=0.75, layer_decay_resnet=0.8, layer_decay_new_leads=0.9))
     resnet = dict(name="resnet18", chan_start=4, in_leads=12, num_samples=250)
-    assert clf_lib.pretrained_layer_decay(optim, _tiny_vit(12)) == 0.75
-    assert clf_lib.pretrained_layer_decay(optim, resnet) == 0.8
+    finetune = recipe.stage("finetune")
+    assert finetune.layer_decay_for(_tiny_vit(12)) == 0.75 and finetune.layer_decay_for(resnet) == 0.8
     pretrained = probe.EncoderSource(_tiny_vit(12), {"params": {}}, None, "HL", {}, "ckpt")
-    cut = probe.optim_for_leads(optim, pretrained, ("I",))
-    assert clf_lib.pretrained_layer_decay(cut, _tiny_vit(1)) == clf_lib.pretrained_layer_decay(cut, resnet) == 0.9
-    assert optim.layer_decay == 0.75  # the caller's recipe is not changed
-    assert probe.optim_for_leads(optim, pretrained, tasks.get_task("MI").leads).layer_decay == 0.75
+    cut = probe.recipe_for_leads(recipe, pretrained, ("I",)).stage("finetune")
+    assert cut.layer_decay_for(_tiny_vit(1)) == cut.layer_decay_for(resnet) == 0.9
+    assert recipe.stage("finetune").layer_decay == 0.75  # the caller's recipe is not changed
+    assert probe.recipe_for_leads(recipe, pretrained, tasks.get_task("MI").leads) is recipe
     random = probe.EncoderSource(_tiny_vit(12), None, None, None, {}, "")
-    assert probe.optim_for_leads(optim, random, ("I",)).layer_decay == 0.75
+    assert probe.recipe_for_leads(recipe, random, ("I",)) is recipe
 
 
 @pytest.mark.parametrize("task,config", [
@@ -227,9 +241,9 @@ def test_classifier_save_load_round_trip(task, config, tmp_path):
     x = rng.standard_normal((24, 250, 2)).astype(np.float32)
     y = (rng.uniform(50, 120, 24).astype(np.float32) if task.type == "regression"
          else rng.integers(0, 3, 24).astype(np.int32))
-    model, history = clf_lib.train_classifier(config, None, (x[:16], y[:16]), (x[16:], y[16:]), task,
-                                              "finetune", dict(TINY_OPTIM, batch_size=8), seed=0)
-    assert [h["stage"] for h in history] == ["linear"] * 3 + ["finetune"]
+    model, history = _recipe(LinearHead(epochs=3), FineTune(epochs=1)).train(config, None, (x[:16], y[:16]),
+                                                                             (x[16:], y[16:]), task, 0)
+    assert [h["stage"] for h in history] == ["linear"] * 3 + ["finetune"] and model.history == history
     if config["name"].startswith("resnet"):
         assert "batch_stats" in model.variables
     before = model.predict(x)
@@ -293,7 +307,7 @@ def test_empty_split_stops_probe_and_diagnose_before_any_work(checkpoint, tmp_pa
     tasks.Task("af", "binary", ("af",), leads=("I", "II"), window_s=1.0),
     tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A"), leads=("I", "II"), window_s=1.0)])
 def test_self_distillation_learns_from_teacher_labels_and_keeps_the_better_model(task):
-    """distill_epochs > 0: the fine-tuned teacher labels the unlabelled pool (whose own labels are
+    """A distill stage: the fine-tuned teacher labels the unlabelled pool (whose own labels are
     never read: NaN here), a student trains on both (two rounds here: the kept model teaches the
     second), and the model kept is the one of the best validation score over all epochs."""
     rng = np.random.default_rng(0)
@@ -301,34 +315,32 @@ def test_self_distillation_learns_from_teacher_labels_and_keeps_the_better_model
     x = rng.standard_normal((64, 250, 2)).astype(np.float32) + 2.0 * y[:, None, None]  # separable
     pool = (x[24:], np.full(40, np.nan))
     config = dict(name="resnet18", chan_start=4, in_leads=2, num_samples=250)
-    optim = dict(TINY_OPTIM, batch_size=8, epochs=2, distill_epochs=2, distill_rounds=2)
-    model, history = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, "supervised",
-                                              optim, seed=0, unlabelled=pool)
+    recipe = _recipe(FineTune(epochs=2), SelfDistill(epochs=2, rounds=2))
+    model, history = recipe.train(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, 0, pool=pool)
     assert [h["stage"] for h in history] == ["finetune"] * 2 + ["distill"] * 4
     assert all(np.isfinite(h["train_loss"]) for h in history)
     # The kept weights re-scored by the same code in the same process: equal on any CPU.
     kept = clf_lib.selection_score(task, y[8:24], model.record_scores(x[8:24])[task.name])
     assert kept == pytest.approx(max(h["val_score"] for h in history), abs=1e-6)
     # Without a pool there is no distill stage.
-    _, plain = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, "supervised",
-                                        optim, seed=0)
+    _, plain = recipe.train(config, None, (x[:8], y[:8]), (x[8:24], y[8:24]), task, 0)
     assert [h["stage"] for h in plain] == ["finetune"] * 2
 
 
 def test_an_ensemble_teacher_labels_the_pool_with_the_mean_of_its_members(monkeypatch):
-    """teacher_ensemble=3: two more models are trained by the same recipe from other seeds (without
-    distillation of their own), and the pool's targets are the mean of the three models' scores."""
+    """teachers.size=3: two more models are trained by the stages before distill from other seeds,
+    and the pool's targets are the mean of the three models' scores."""
     task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 40).astype(np.float32)
     x = rng.standard_normal((40, 250, 1)).astype(np.float32) + y[:, None, None]
     config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
     calls, pool_scores, targets = [], [], []
-    train_classifier, record_scores = clf_lib.train_classifier, clf_lib.TrainedModel.record_scores
+    train, record_scores = Recipe.train, clf_lib.TrainedModel.record_scores
 
-    def spy_train(*args, **kwargs):
-        calls.append((args[7], dict(args[6])["distill_epochs"]))   # seed, distill_epochs
-        return train_classifier(*args, **kwargs)
+    def spy_train(self, *args, **kwargs):
+        calls.append((args[5], self.names))   # seed, stages
+        return train(self, *args, **kwargs)
 
     def spy_scores(model, records, *args, **kwargs):
         scores = record_scores(model, records, *args, **kwargs)
@@ -336,13 +348,13 @@ def test_an_ensemble_teacher_labels_the_pool_with_the_mean_of_its_members(monkey
             pool_scores.append((id(model), scores["af"]))
         return scores
 
-    monkeypatch.setattr(clf_lib, "train_classifier", spy_train)
+    monkeypatch.setattr(Recipe, "train", spy_train)
     monkeypatch.setattr(clf_lib.TrainedModel, "record_scores", spy_scores)
-    monkeypatch.setattr(clf_lib, "teacher_targets", lambda task, scores: targets.append(scores) or scores)
-    _, history = train_classifier(config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "supervised",
-                                  dict(TINY_OPTIM, batch_size=8, distill_epochs=1, teacher_ensemble=3), seed=5,
-                                  unlabelled=(x[16:], np.full(24, np.nan)))
-    assert calls == [(1005, 0), (2005, 0)]
+    monkeypatch.setattr(distill_lib, "teacher_targets", lambda task, scores: targets.append(scores) or scores)
+    recipe = _recipe(FineTune(epochs=1), SelfDistill(epochs=1, teachers=Teachers(size=3)))
+    _, history = recipe.train(config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, 5,
+                              pool=(x[16:], np.full(24, np.nan)))
+    assert calls == [(5, ("finetune", "distill")), (1005, ("finetune",)), (2005, ("finetune",))]
     assert len({model for model, _ in pool_scores}) == 3
     # The same float32 scores averaged by the same np.mean in the same process: equal on any CPU;
     # the tolerance only absorbs a reordered sum.
@@ -351,7 +363,7 @@ def test_an_ensemble_teacher_labels_the_pool_with_the_mean_of_its_members(monkey
 
 
 def test_ensemble_members_start_from_the_given_encoders_in_turn(monkeypatch):
-    """member_encoders: the other members of an ensemble teacher start from those encoders in turn
+    """teacher_starts: the other members of an ensemble teacher start from those encoders in turn
     (other pretraining runs), not from the student's."""
     task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
     rng = np.random.default_rng(4)
@@ -360,49 +372,50 @@ def test_ensemble_members_start_from_the_given_encoders_in_turn(monkeypatch):
     config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
     student, *members = [registry.build_encoder(config).init(jax.random.PRNGKey(k), registry.example_input(config, 2),
                                                              train=False) for k in range(3)]
-    starts, train_classifier = [], clf_lib.train_classifier
+    starts, train = [], Recipe.train
 
-    def spy_train(*args, **kwargs):
+    def spy_train(self, *args, **kwargs):
         starts.append(args[1])
-        return train_classifier(*args, **kwargs)
+        return train(self, *args, **kwargs)
 
-    monkeypatch.setattr(clf_lib, "train_classifier", spy_train)
-    train_classifier(config, student, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "finetune",
-                     dict(TINY_OPTIM, batch_size=8, distill_epochs=1, teacher_ensemble=4), seed=0,
-                     unlabelled=(x[16:], np.full(24, np.nan)), member_encoders=[(config, m) for m in members])
-    assert [id(start) for start in starts] == [id(members[0]), id(members[1]), id(members[0])]
+    monkeypatch.setattr(Recipe, "train", spy_train)
+    recipe = _recipe(LinearHead(epochs=3), FineTune(epochs=1), SelfDistill(epochs=1, teachers=Teachers(size=4)))
+    recipe.train(config, student, (x[:8], y[:8]), (x[8:16], y[8:16]), task, 0, pool=(x[16:], np.full(24, np.nan)),
+                 teacher_starts=[(config, m) for m in members])
+    assert [id(start) for start in starts] == [id(student), id(members[0]), id(members[1]), id(members[0])]
 
 
 def test_probe_starts_ensemble_members_from_teacher_checkpoints(checkpoint, syn_store, tmp_path, monkeypatch):
-    """--config.teacher_checkpoints reaches the classifier as pretrained encoders cut to the task's
-    leads, and the run records where its members started."""
+    """--config.distill.teachers.checkpoints reaches the recipe as pretrained encoders cut to the
+    task's leads, and the run records where its members started."""
     from ecgjax.train import loop
 
-    seen, train_classifier = [], probe.train_classifier
+    seen, train = [], Recipe.train
 
-    def spy_train(*args, **kwargs):
-        seen.append(kwargs["member_encoders"])
-        return train_classifier(*args, **kwargs)
+    def spy_train(self, *args, **kwargs):
+        seen.append(kwargs.get("teacher_starts"))
+        return train(self, *args, **kwargs)
 
-    monkeypatch.setattr(probe, "train_classifier", spy_train)
+    monkeypatch.setattr(Recipe, "train", spy_train)
     config = _config(checkpoint=checkpoint, task="age", leads="II", mode="finetune", data_fraction=0.5,
-                     teacher_checkpoints=f"{checkpoint}, {checkpoint}",
-                     **{"data.store": str(syn_store.path), "optim.distill_epochs": 1, "optim.teacher_ensemble": 2})
+                     recipe="linear,finetune,distill",
+                     **{"data.store": str(syn_store.path), "distill.epochs": 1, "distill.teachers.size": 2,
+                        "distill.teachers.checkpoints": f"{checkpoint}, {checkpoint}"})
     run = probe.run_probe(config, tmp_path / "probe")[0]
-    (members,) = seen
+    members = seen[0]   # the probe's call; the member's own call (seen[1]) has none
     assert len(members) == 2 and all(encoder_config["in_leads"] == 1 for encoder_config, _ in members)
     pretrain_config, _, variables = loop.restore_pretrained(checkpoint)
     expected = adapt_encoder(pretrain_config.model.encoder.to_dict(), loop.encoder_variables(variables), ("II",))[1]
     # The same checkpoint restored and cut by the same code: bit-identical weights on any CPU.
     jax.tree_util.tree_map(np.testing.assert_array_equal, members[0][1], expected)
-    assert run["extra"]["teacher_checkpoints"] == config.teacher_checkpoints
+    assert run["extra"]["teacher_checkpoints"] == f"{checkpoint},{checkpoint}"
     assert run["extra"]["epochs_run"]["distill"] == 1
 
 
 def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
-    """wise_ft=4: after fine-tuning a pretrained encoder, the weights 3/4, 1/2 and 1/4 of the way back
-    to the linear-probed model are scored on validation, and the model kept scores the best of them
-    and of the fine-tuned epochs; a model trained from scratch has no such start and skips it."""
+    """wise_ft with 4 points: after fine-tuning a pretrained encoder, the weights 3/4, 1/2 and 1/4 of the
+    way back to the linear-probed model are scored on validation, and the model kept scores the best
+    of them and of the fine-tuned epochs."""
     task = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 48).astype(np.float32)
@@ -410,9 +423,8 @@ def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
     config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
     encoder = registry.build_encoder(config).init(jax.random.PRNGKey(0), registry.example_input(config, 2),
                                                   train=False)
-    optim = dict(TINY_OPTIM, batch_size=8, epochs=3, wise_ft=4)
-    model, history = clf_lib.train_classifier(config, encoder, (x[:16], y[:16]), (x[16:], y[16:]), task,
-                                              "finetune", optim, seed=0)
+    recipe = _recipe(LinearHead(epochs=3), FineTune(epochs=3), WiSEFT(points=4))
+    model, history = recipe.train(config, encoder, (x[:16], y[:16]), (x[16:], y[16:]), task, 0)
     wise = [h["val_score"] for h in history if h["stage"] == "wise_ft"]
     assert [h["epoch"] for h in history if h["stage"] == "wise_ft"] == [1, 2, 3]
     assert len(set(wise)) > 1   # the interpolations are different models
@@ -420,9 +432,6 @@ def test_wise_ft_keeps_the_best_of_the_fine_tuned_and_interpolated_weights():
     # The kept weights re-scored by the same code in the same process: equal on any CPU.
     kept = clf_lib.selection_score(task, y[16:], model.record_scores(x[16:])[task.name])
     assert kept == pytest.approx(max(tuned), abs=1e-6)
-    _, scratch = clf_lib.train_classifier(config, None, (x[:16], y[:16]), (x[16:], y[16:]), task, "supervised",
-                                          optim, seed=0)
-    assert "wise_ft" not in {h["stage"] for h in scratch}
 
 
 @pytest.mark.parametrize("encoder_pretrained,mode,skip,expected", [
@@ -440,25 +449,26 @@ def test_a_pretrained_encoder_trains_without_the_augmentations_it_skips(monkeypa
     config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
     encoder = registry.build_encoder(config).init(jax.random.PRNGKey(0), registry.example_input(config, 2),
                                                   train=False) if encoder_pretrained else None
-    seen, train_step = [], clf_lib.train_step
+    seen, train_step = [], fit_lib.train_step
 
     def spy_step(*args, **kwargs):
         if not kwargs.get("frozen_encoder"):
             seen.append(set(kwargs["augmentation"] or {}))
         return train_step(*args, **kwargs)
 
-    monkeypatch.setattr(clf_lib, "train_step", spy_step)
-    clf_lib.train_classifier(config, encoder, (x[:12], y[:12]), (x[12:], y[12:]), task, mode,
-                             dict(TINY_OPTIM, batch_size=8), seed=0, protocol={"skip_for_pretrained": skip})
+    monkeypatch.setattr(fit_lib, "train_step", spy_step)
+    stages = (LinearHead(epochs=3), FineTune(epochs=1)) if mode == "finetune" else (FineTune(epochs=1),)
+    windowing = Windowing(skip_for_pretrained=tuple(filter(None, skip.split(","))))
+    _recipe(*stages, windowing=windowing).train(config, encoder, (x[:12], y[:12]), (x[12:], y[12:]), task, 0)
     assert seen == [expected]
 
 
 def test_teacher_targets_by_task_type():
     multiclass = tasks.Task("rhythm", "multiclass", ("r",), classes=("N", "A", "O"), leads=("I",), window_s=1.0)
     scores = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]], np.float32)
-    np.testing.assert_array_equal(clf_lib.teacher_targets(multiclass, scores), [1, 0])
+    np.testing.assert_array_equal(teacher_targets(multiclass, scores), [1, 0])
     binary = tasks.Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
-    np.testing.assert_array_equal(clf_lib.teacher_targets(binary, np.array([0.25, 0.75])), [0.25, 0.75])
+    np.testing.assert_array_equal(teacher_targets(binary, np.array([0.25, 0.75])), [0.25, 0.75])
 
 
 def test_the_student_trains_on_the_teacher_targets(monkeypatch):
@@ -471,9 +481,8 @@ def test_the_student_trains_on_the_teacher_targets(monkeypatch):
     config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
     losses = []
     for value in (0.0, 1.0):
-        monkeypatch.setattr(clf_lib, "teacher_targets", lambda task, scores, v=value: np.full(len(scores), v))
-        _, history = clf_lib.train_classifier(config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, "supervised",
-                                              dict(TINY_OPTIM, batch_size=8, distill_epochs=1), seed=0,
-                                              unlabelled=(x[16:], y[16:]))
+        monkeypatch.setattr(distill_lib, "teacher_targets", lambda task, scores, v=value: np.full(len(scores), v))
+        _, history = _recipe(FineTune(epochs=1), SelfDistill(epochs=1)).train(
+            config, None, (x[:8], y[:8]), (x[8:16], y[8:16]), task, 0, pool=(x[16:], y[16:]))
         losses.append([h["train_loss"] for h in history if h["stage"] == "distill"])
     assert losses[0] and losses[0] != losses[1]
