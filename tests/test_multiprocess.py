@@ -48,13 +48,13 @@ RUN_PRETRAIN = textwrap.dedent("""
 
     pretrain = loop.pretrain
 
-    def float64_pretrain(config, workdir):
+    def float64_pretrain(config, workdir, *args, **kwargs):
         equivalence.configure(config)
         # No augmentation: its per-example keys are drawn inside the one global jitted program, so
         # the process layout cannot change them (tests/test_train.py checks 1 vs 4 devices with it
         # on); here it would only add ~10 s of float64 compilation to every run.
         config.data.augmentation = {{}}
-        return pretrain(config, workdir)
+        return pretrain(config, workdir, *args, **kwargs)
 
     loop.pretrain = float64_pretrain
     if os.environ.get("TEST_KILL_AT"):  # "process:step": that process is killed -9 before that step
@@ -125,6 +125,37 @@ COMPARE = textwrap.dedent("""
     print(json.dumps(out))
 """)
 
+# A small real 2-process program: one sum over the 4-device mesh per step, through the same
+# initialisation and error handling as the entry points. TEST_LATE="process:seconds" makes that
+# process reach its first step late (a slow compile); TEST_KILL_AT="process:step" kills it -9.
+COLLECTIVES = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path[:0] = [{repo!r}]
+    import jax, numpy as np
+    from ecgjax import cli
+    from ecgjax.train import mesh as mesh_lib, multihost
+
+    def main(argv):
+        multihost.initialize()
+        mesh = mesh_lib.make_mesh()
+        late, kill = ([int(v) for v in os.environ.get(k, "-1:0").split(":")] for k in ("TEST_LATE", "TEST_KILL_AT"))
+        with multihost.exit_fast_on_error():
+            ones = jax.make_array_from_process_local_data(mesh_lib.data_sharding(mesh),
+                                                          np.ones(jax.local_device_count(), np.int32))
+            total = jax.jit(jax.numpy.sum, out_shardings=mesh_lib.replicated_sharding(mesh))
+            for step in range(int(os.environ["TEST_STEPS"])):
+                if [jax.process_index(), step] == [late[0], 0]:
+                    time.sleep(late[1])
+                if [jax.process_index(), step] == kill:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                assert int(total(ones)) == jax.device_count()
+                print("step", step, flush=True)
+                time.sleep(0.05)
+
+    cli.run(main)
+""")
+GLOO_CONNECT_TIMEOUT_S = 30  # gloo's fixed wait for a peer's address when it first connects
+
 CONFIGS = {
     # ViT HL: 6 steps, saved every 2 (the kill-and-resume run uses the same settings).
     "hybrid": ("hybrid", "--config.train.num_steps=6", "--config.train.checkpoint_every=2"),
@@ -176,7 +207,7 @@ class Runs:
         except subprocess.TimeoutExpired:
             _stop_group(proc)
             out, _ = proc.communicate()
-            pytest.fail(f"{name}: no result in {RUN_TIMEOUT_S} s:\n{out[-4000:]}")
+            pytest.fail(f"{name}: no result in {RUN_TIMEOUT_S} s:\n{failure_lines(out)}")
         finally:
             _stop_group(proc)
         return subprocess.CompletedProcess(command, proc.returncode, out, "")
@@ -197,8 +228,17 @@ class Runs:
         return procs
 
 
+def failure_lines(output: str, keep: int = 40) -> str:
+    """What a failed run said about why: its error lines (not faulthandler's thread dumps and
+    module list), then its last lines."""
+    cause = re.compile(r"error|Error|ERROR|failed|DEADLINE|Traceback|Fatal|ecgjax\.launch|^[EF]\d{4} ")
+    lines = output.splitlines()
+    errors = [line for line in lines if cause.search(line) and not line.startswith("Extension modules")]
+    return "\n".join(["-- error lines:", *errors[-keep:], "-- last lines:", *lines[-10:]])
+
+
 def _check(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-4000:]
+    assert result.returncode == 0, failure_lines(result.stdout)
 
 
 def run_all(root: pathlib.Path) -> dict:
@@ -237,7 +277,7 @@ def run_all(root: pathlib.Path) -> dict:
     env = dict(r.env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     result = subprocess.run([sys.executable, str(script), arg], capture_output=True, text=True, env=env,
                             timeout=RUN_TIMEOUT_S)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, failure_lines(result.stderr)
     compare = json.loads(result.stdout.strip().splitlines()[-1])
     (root / "compare.json").write_text(json.dumps(dict(compare, survivor_s=kill["survivor_s"]), indent=1))
     return dict(compare=compare, kill=kill, workdirs=workdirs, killed=killed, outputs=outputs)
@@ -344,3 +384,48 @@ def test_launcher_without_a_command_says_how(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ecgjax.launch", "--num_processes=2"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "error: no command: pass it after `--`" in result.stderr, result.stderr
+
+
+def launch_collectives(tmp_path: pathlib.Path, *launcher_flags: str, **env: str) -> subprocess.CompletedProcess:
+    """COLLECTIVES as `python -m ecgjax.launch --num_processes=2 --cpu_devices=2 [flags] -- ...`."""
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES.format(repo=str(REPO)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    for name in ("XLA_FLAGS", "ECGJAX_DEBUG"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "ecgjax.launch", "--num_processes=2", "--cpu_devices=2",
+               f"--heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", *launcher_flags, "--", str(script)]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+
+def test_a_process_slower_than_gloos_connect_timeout_is_waited_for(tmp_path):
+    """Process 1 reaches the first collective 35 s after process 0, as after a slow compile on a
+    busy host. Gloo gives a peer a fixed 30 s when it first connects a set of devices, which ended
+    such runs (`Gloo context initialization failed: DEADLINE_EXCEEDED`); multihost.initialize
+    connects them while every process is there, and later collectives wait --peer_timeout_s."""
+    result = launch_collectives(tmp_path, TEST_LATE=f"1:{GLOO_CONNECT_TIMEOUT_S + 5}", TEST_STEPS="3")
+    assert result.returncode == 0, failure_lines(result.stderr)
+    assert result.stdout.count("step 2\n") == 2, result.stdout
+
+
+@pytest.mark.parametrize("killed, debug", [(1, False), (0, False), (0, True)])
+def test_a_killed_process_and_the_stopped_one_get_one_line_each(tmp_path, killed, debug):
+    """kill -9 of one process of a launched run: the launcher names it, then says the other one
+    stopped. What the survivor writes about the loss (a gloo traceback; C++ logs, a stack and
+    thread dumps when process 0, the coordination service, is gone) is held back unless --debug."""
+    result = launch_collectives(tmp_path, *(["--debug"] if debug else []), TEST_KILL_AT=f"{killed}:3",
+                                TEST_STEPS="1000")
+    other = 1 - killed
+    assert result.returncode == 128 + signal.SIGKILL, failure_lines(result.stderr)
+    lines = result.stderr.splitlines()
+    said = [line for line in lines if line.startswith("ecgjax.launch: ")]
+    assert len(said) == 2, result.stderr
+    assert re.fullmatch(rf"ecgjax.launch: process {killed} \(pid \d+\) was killed by SIGKILL; "
+                        rf"stopping processes \[{other}\]", said[0]), said
+    assert said[1].startswith(f"ecgjax.launch: process {other} (pid "), said
+    assert f"stopped after process {killed} ended" in said[1], said
+    others = [line for line in lines if not line.startswith("ecgjax.launch: ")]
+    if debug:  # the survivor's account was there to hold back
+        assert any("Gloo" in line or "Fatal Python error" in line for line in others), result.stderr
+    else:  # nothing else: no traceback, no C++ stack, no JAX INFO lines
+        assert others == [], result.stderr
