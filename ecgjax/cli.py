@@ -3,11 +3,13 @@
 Every `experiments/*.py` and `python -m ecgjax.*` entry point calls `cli.run(main)` instead of
 `absl.app.run(main)`. A `UserError` (bad flag, missing file, unusable record, absurd config)
 raised anywhere below is printed as `error: <what and where>` plus the fix, and the process
-exits with status 2. `--debug` (or ECGJAX_DEBUG=1) lets the full traceback through.
+exits with status 2. `--debug` (or ECGJAX_DEBUG=1) lets the full traceback through, and the
+libraries' routine notices that `quiet_libraries` holds back.
 """
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import sys
@@ -125,10 +127,31 @@ def report(error: BaseException) -> None:
     sys.stderr.write(f"error: {error}\n")
 
 
+def quiet_libraries() -> None:
+    """Holds back notices a user would take for errors, unless --debug.
+
+    JAX logs at INFO (which absl shows by default) that it found no TPU ("Unable to initialize
+    backend 'tpu'") and how processes connect: its logger shows warnings only, unless
+    --verbosity or JAX_LOGGING_LEVEL says otherwise. After a kill -9, multiprocessing's resource
+    tracker (a process of its own, which takes its warning filters from sys.warnoptions) warns of
+    the "leaked" semaphores that it then removes: that warning is ignored.
+    """
+    if debugging():
+        return
+    if not flags.FLAGS["verbosity"].present and not os.environ.get("JAX_LOGGING_LEVEL"):
+        jax_logger = logging.getLogger("jax")
+        if jax_logger.level == logging.NOTSET:
+            jax_logger.setLevel(logging.WARNING)
+    tracker = "ignore:resource_tracker:UserWarning:multiprocessing.resource_tracker"
+    if tracker not in sys.warnoptions:
+        sys.warnoptions.append(tracker)
+
+
 def run(main: Callable[[list[str]], object]) -> None:
     """`absl.app.run(main)` with user errors turned into a short message and exit status 2."""
 
     def guarded(argv):
+        quiet_libraries()
         try:
             return main(argv)
         except UserError as error:
