@@ -15,7 +15,7 @@ from ml_collections import config_dict
 from ecgjax.cli import closest
 from ecgjax.data.splits import SPLITS
 from ecgjax.errors import UserError
-from ecgjax.eval import classifier
+from ecgjax.eval import recipe
 
 
 def get_config(arg=None):
@@ -24,10 +24,13 @@ def get_config(arg=None):
     # Pretraining config whose encoder a baseline builds when no checkpoint is given.
     c.encoder_config = "configs/hybrid.py"
     c.init = "pretrained"          # pretrained | random | supervised
-    # Comma-separated pretraining workdirs where the other members of an ensemble teacher
-    # (optim.teacher_ensemble > 1) start in turn; '' = the checkpoint above for every member.
-    c.teacher_checkpoints = ""
-    c.mode = "linear"              # linear | finetune
+    # linear | finetune: the report's arm (with init) and the recipe it stands for (below).
+    c.mode = "linear"
+    # The recipe: its stages in order, comma-separated (ecgjax.eval.recipe): linear (a new head on
+    # frozen window features), finetune (all weights), wise_ft, distill. '' = the mode's:
+    # linear -> 'linear'; finetune -> 'linear,finetune' ('finetune' without a pretrained encoder).
+    # A listed stage reads its settings: linear / finetune from optim, wise_ft / distill below.
+    c.recipe = ""
     # The report's 'cell' of these runs (a sweep sets its grid cell, which `runlocal` shrinks in
     # the encoder itself); method '' = read the cell from the checkpoint's encoder.
     c.cell = ml_collections.ConfigDict(dict(patch=0, depth=0, width=0, method=""))
@@ -45,22 +48,23 @@ def get_config(arg=None):
     # ones fall back (with a warning) to the store's split; a fold set here is used as given or
     # refused before any work (ecgjax.eval.folds.resolve_splits).
     c.folds = ml_collections.ConfigDict({split: config_dict.placeholder(str) for split in SPLITS})
-    # Self-distillation's pool beyond the training records the labelled subset left out: the
-    # records of this store (another corpus, at the task store's rate; labels never read), at
-    # most unlabelled_records of them (a fixed random sample; 0 = all). Each is cut to the
-    # task's longest record and held in memory.
-    c.data.unlabelled_store = ""
-    c.data.unlabelled_records = 0
 
     c.data_fraction = 1.0          # share of training patients kept (protocols.subsample_patients)
     c.case_ratio = 0.0             # target prevalence for binary tasks (0 = natural)
     c.seeds = 5
     c.first_seed = 0
 
-    # The windowed protocol and the fine-tuning recipe: every field is documented in
-    # ecgjax.eval.classifier.default_protocol / default_optim.
-    c.protocol = classifier.default_protocol()
-    c.optim = classifier.default_optim()
+    # The windowed protocol, the fit loop's and the linear / finetune stages' settings: every field
+    # is documented in ecgjax.eval.recipe.settings (default_protocol, default_optim).
+    c.protocol = recipe.default_protocol()
+    c.optim = recipe.default_optim()
+    # WiSE-FT (ecgjax.eval.recipe.wise_ft): mixtures at 1/points ... (points-1)/points.
+    c.wise_ft = recipe.WiSEFT.defaults()
+    # Self-distillation (ecgjax.eval.recipe.distill): epochs a round, rounds, the first round's
+    # teacher (size: models; checkpoints: comma-separated pretraining runs where the others start,
+    # '' = the checkpoint above), the pool beyond the left-out training records (store: another
+    # corpus at the task store's rate, labels never read; records: a fixed sample of it, 0 = all).
+    c.distill = recipe.SelfDistill.defaults()
     c.bootstrap = 1000             # patient-level bootstrap resamples for the CIs (0 = none)
     c.save_model = False           # also save each seed's Classifier under workdir/models/
 

@@ -106,34 +106,35 @@ def test_probe_checkpoint_mistakes(kind, pretrained_run, tmp_path):
 
 def test_a_missing_teacher_checkpoint_is_named_before_any_work(pretrained_run, tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", f"--config.checkpoint={pretrained_run}",
-                 "--config.mode=finetune", "--config.optim.distill_epochs=1", "--config.optim.teacher_ensemble=2",
-                 f"--config.teacher_checkpoints={pretrained_run},{tmp_path / 'nowhere'}",
+                 "--config.mode=finetune", "--config.recipe=linear,finetune,distill", "--config.distill.teachers.size=2",
+                 f"--config.distill.teachers.checkpoints={pretrained_run},{tmp_path / 'nowhere'}",
                  f"--workdir={tmp_path / 'probe'}")
-    assert_user_error(result, f"--config.teacher_checkpoints={tmp_path / 'nowhere'}", "no such directory")
+    assert_user_error(result, f"--config.distill.teachers.checkpoints={tmp_path / 'nowhere'}", "no such directory")
     assert not (tmp_path / "probe").exists()
 
 
 def test_a_missing_unlabelled_store_is_named_before_any_work(pretrained_run, tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", f"--config.checkpoint={pretrained_run}",
-                 "--config.mode=finetune", "--config.optim.distill_epochs=1",
-                 f"--config.data.unlabelled_store={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}")
+                 "--config.mode=finetune", "--config.recipe=linear,finetune,distill",
+                 f"--config.distill.pool.store={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'probe'}")
     assert_user_error(result, str(tmp_path / "nowhere"), "no such directory")
     assert not (tmp_path / "probe").exists()
 
 
 def test_probe_recipe_mistakes_are_named_before_any_work(tmp_path):
     result = run("experiments/probe.py", "--config=configs/probe.py:runlocal", "--config.init=supervised",
-                 "--config.mode=finetune", "--config.protocol.aggregation=median", "--config.optim.epochs=0",
-                 "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
-                 "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
-                 "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
-                 "--config.data.unlabelled_records=-1", "--config.protocol.skip_for_pretrained=amplitude,powerline",
-                 f"--workdir={tmp_path / 'probe'}")
+                 "--config.mode=finetune", "--config.recipe=finetune,wise_ft,distill",
+                 "--config.protocol.aggregation=median", "--config.optim.epochs=0",
+                 "--config.optim.layer_decay_resnet=-1", "--config.distill.epochs=-2",
+                 "--config.distill.teachers.size=0", "--config.wise_ft.points=-1",
+                 "--config.distill.teachers.checkpoints=runs/cl", "--config.distill.pool.records=-1",
+                 "--config.protocol.skip_for_pretrained=amplitude,powerline", f"--workdir={tmp_path / 'probe'}")
     assert_user_error(result, "--config.protocol.aggregation=median", "--config.optim.epochs=0",
-                      "--config.optim.layer_decay_resnet=-1", "--config.optim.distill_epochs=-2",
-                      "--config.optim.teacher_ensemble=0", "--config.optim.wise_ft=-1",
-                      "--config.teacher_checkpoints=runs/cl", "--config.data.unlabelled_store=stores/code15",
-                      "--config.data.unlabelled_records=-1",
+                      "--config.optim.layer_decay_resnet=-1", "--config.distill.epochs=-2",
+                      "--config.distill.teachers.size=0", "--config.wise_ft.points=-1",
+                      "wise_ft mixes fine-tuned weights with the linear-probed pretrained ones",
+                      "--config.distill.teachers.checkpoints=runs/cl: are pretrained encoders",
+                      "--config.distill.pool.records=-1",
                       "--config.protocol.skip_for_pretrained=amplitude,powerline: amplitude, powerline is not one of")
     assert not (tmp_path / "probe").exists()
 

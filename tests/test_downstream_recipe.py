@@ -157,3 +157,117 @@ def test_task_records_whole_or_cut_to_a_length(tmp_path):
     first = load_task_arrays(store, task, records)  # default: the task's first window_s seconds
     assert first.x.shape[1] == int(task.window_s * store.fs)
     assert (first.lengths == np.minimum(store.lengths, first.x.shape[1])).all()
+
+
+# ---------------------------------------------------------------------------------- the recipe's stages
+
+def _probe_config(**changes):
+    from configs import probe as probe_config
+
+    c = probe_config.get_config()
+    c.update_from_flattened_dict(changes)
+    return c
+
+
+@pytest.mark.parametrize("init,mode,names,report", [
+    ("pretrained", "linear", ("linear",), "linear"), ("pretrained", "finetune", ("linear", "finetune"), "finetune"),
+    ("random", "linear", ("linear",), "random_init"), ("random", "finetune", ("finetune",), "supervised"),
+    ("supervised", "linear", ("finetune",), "supervised"), ("supervised", "finetune", ("finetune",), "supervised")])
+def test_a_mode_stands_for_its_stages(init, mode, names, report):
+    from ecgjax.eval.probe import report_mode
+    from ecgjax.eval.recipe import Recipe
+
+    recipe = Recipe.from_config(_probe_config(init=init, mode=mode))
+    assert recipe.names == names and report_mode(init, recipe) == report
+
+
+def test_stages_read_their_own_settings_and_compose():
+    from ecgjax.eval.recipe import FineTune, LinearHead, Recipe, SelfDistill, WiSEFT
+
+    recipe = Recipe.from_config(_probe_config(**{
+        "mode": "finetune", "recipe": "linear, finetune,wise_ft,distill", "optim.linear_epochs": 7, "optim.lr": 3e-4,
+        "wise_ft.points": 5, "distill.epochs": 2, "distill.rounds": 3, "distill.teachers.size": 4,
+        "distill.teachers.checkpoints": "runs/a, runs/b", "distill.pool.store": "stores/code15",
+        "distill.pool.records": 100}))
+    linear, finetune, wise, distill = recipe.stages
+    assert isinstance(linear, LinearHead) and linear.epochs == 7
+    assert isinstance(finetune, FineTune) and finetune.lr == 3e-4 and isinstance(wise, WiSEFT) and wise.points == 5
+    assert isinstance(distill, SelfDistill) and (distill.epochs, distill.rounds) == (2, 3)
+    assert distill.teachers.size == 4 and distill.teachers.checkpoints == ("runs/a", "runs/b")
+    assert (distill.pool.store, distill.pool.records) == ("stores/code15", 100)
+
+
+@pytest.mark.parametrize("changes,named", [
+    ({"recipe": "linear,fintune", "mode": "finetune"}, "--config.recipe=linear,fintune: 'fintune' is not a stage "
+                                                       "(did you mean finetune?)"),
+    ({"recipe": "linear,wise_ft,finetune", "mode": "finetune"}, "wise_ft mixes fine-tuned weights"),
+    ({"recipe": "linear,finetune,wise_ft", "mode": "finetune", "init": "random"}, "(init is random)"),
+    ({"recipe": "linear,distill"}, "distill trains its student as the fine-tune stage"),
+    ({"recipe": "linear,finetune"}, "--config.recipe=linear,finetune: trains the encoder's weights, but "
+                                    "--config.mode=linear"),
+    ({"recipe": "linear", "init": "supervised"}, "--config.init=supervised trains all weights from scratch"),
+    ({"mode": "finetune", "distill.rounds": 2}, "--config.distill.*: set, but distill is not in the recipe; add it: "
+                                               "--config.recipe=linear,finetune,distill"),
+    ({"mode": "finetune", "recipe": "linear,finetune,distill", "distill.teachers.checkpoints": "runs/a"},
+     "--config.distill.teachers.checkpoints=runs/a: start the other members of an ensemble teacher, so they "
+     "need --config.distill.teachers.size>=2"),
+    ({"mode": "finetune", "recipe": "linear,finetune,distill", "distill.epochs": 0}, "--config.distill.epochs=0"),
+    ({"mode": "finetune", "recipe": "linear,finetune,wise_ft", "wise_ft.points": 1}, "--config.wise_ft.points=1"),
+    ({"mode": "sideways"}, "--config.mode=sideways: must be 'linear' or 'finetune'"),
+])
+def test_a_stage_names_what_is_wrong_with_its_settings_or_its_place(changes, named):
+    from ecgjax.errors import UserError
+    from ecgjax.eval.recipe import Recipe
+
+    with pytest.raises(UserError) as error:
+        Recipe.from_config(_probe_config(**changes))
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def _separable(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.float32)
+    return rng.standard_normal((n, 250, 1)).astype(np.float32) + y[:, None, None], y
+
+
+def test_stages_run_in_the_order_listed():
+    """WiSE-FT after distill mixes the kept student once; before distill it also mixes each student
+    (the student is trained by the stages from fine-tune on)."""
+    from ecgjax.eval.recipe import FineTune, FitSettings, LinearHead, Recipe, SelfDistill, WiSEFT
+
+    task = Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    x, y = _separable(40)
+    config = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    encoder = registry.build_encoder(config).init(jax.random.PRNGKey(0), registry.example_input(config, 2),
+                                                  train=False)
+    fit = FitSettings(batch_size=8, eval_batch_size=32, min_steps_per_epoch=1)
+    stages = {"linear": LinearHead(epochs=1), "finetune": FineTune(epochs=1), "wise_ft": WiSEFT(points=2),
+              "distill": SelfDistill(epochs=1)}
+    for order, expected in ((("linear", "finetune", "wise_ft", "distill"),
+                             ["linear", "finetune", "wise_ft", "distill", "wise_ft"]),
+                            (("linear", "finetune", "distill", "wise_ft"),
+                             ["linear", "finetune", "distill", "wise_ft"])):
+        _, history = Recipe(tuple(stages[name] for name in order), fit).train(
+            config, encoder, (x[:8], y[:8]), (x[8:16], y[8:16]), task, 0, pool=(x[16:], np.full(24, np.nan)))
+        assert [h["stage"] for h in history] == expected
+
+
+def test_the_fit_loop_returns_a_new_model_and_keeps_what_it_must_beat():
+    from ecgjax.downstream.fit import fit
+    from ecgjax.downstream.step import Optimizer
+    from ecgjax.eval.classifier import task_model
+
+    task = Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    x, y = _separable(8)
+    model = task_model(dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250), task, 250.0)
+    before = jax.tree_util.tree_map(np.array, model.variables)
+    batches = lambda epoch: [(x, y)]   # noqa: E731
+    trained, rows = fit(model, "finetune", 2, Optimizer(1e-2), batches, lambda v: 0.5, patience=0, seed=0)
+    assert [r["epoch"] for r in rows] == [0, 1] and trained is not model
+    # The model passed in keeps its weights, bit for bit; the trained one has others.
+    jax.tree_util.tree_map(np.testing.assert_array_equal, model.variables, before)
+    assert not np.array_equal(trained.variables["params"]["heads"]["af"]["dense"]["kernel"],
+                              before["params"]["heads"]["af"]["dense"]["kernel"])
+    kept, _ = fit(model, "distill", 2, Optimizer(1e-2), batches, lambda v: 0.5, patience=0, seed=0,
+                  to_beat=(0.9, before))
+    assert kept.variables is before   # no epoch scored above 0.9

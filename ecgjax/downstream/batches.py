@@ -1,9 +1,17 @@
-"""Fixed-size batches: a jitted function applied to any number of rows compiles once."""
+"""Fixed-size batches: a jitted function applied to any number of rows compiles once; the
+shuffled batches of a training epoch (row indices, or random crops of records).
+
+    outputs = batched_apply(fn, x, batch_size)            # fn over all rows, one compilation
+    for idx in epoch_batches(n, batch_size, rng, min_steps): ...
+    for x, y in crop_batches(records, window, batch_size, steps, rng): ...
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+
+from ecgjax.signal.windows import random_crops
 
 
 def batched_apply(fn: Callable, x, batch_size: int, *, num: int | None = None):
@@ -30,3 +38,24 @@ def batched_apply(fn: Callable, x, batch_size: int, *, num: int | None = None):
     if isinstance(parts[0], dict):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return np.concatenate(parts)
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator, min_steps: int = 1) -> list[np.ndarray]:
+    """Index batches of exactly batch_size from shuffled passes over n rows: one pass (the short
+    tail dropped unless it is all), or as many passes as `min_steps` batches need, so an epoch of a
+    small labelled set (1% of the patients) is still several optimiser steps."""
+    batch_size = min(batch_size, n)
+    steps = max(n // batch_size, int(min_steps))
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * batch_size // n))])
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def crop_batches(records, window: int, batch_size: int, steps: int, rng: np.random.Generator,
+                 crops_per_record: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`steps` batches (x [batch_size, window, leads], y [batch_size, ...]) of random crops of
+    records (downstream.records.Records), each record `crops_per_record` times per pass; the order
+    is drawn at the first batch, each crop as its batch is made."""
+    rows = len(records) * crops_per_record
+    for idx in epoch_batches(rows, batch_size, rng, steps):
+        idx = idx % len(records)
+        yield random_crops(records.x[idx], records.lengths[idx], window, rng), records.y[idx]

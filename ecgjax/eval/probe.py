@@ -2,17 +2,19 @@
 
     runs = run_probe(config, output_dir)      # config: configs/probe.py
 
-For each seed: the training split is thinned at patient level (protocols: data fraction, case
-ratio; validation and test untouched), a model is trained on random window crops
-(classifier.train_classifier, config.protocol), every test record is scored by aggregating its
+The recipe (ecgjax.eval.recipe.Recipe.from_config: config.recipe's stages, or config.mode's) is
+checked first, with every setting, in one error. For each seed: the training split is thinned at
+patient level (protocols: data fraction, case ratio; validation and test untouched), the recipe
+trains a model (Recipe.train: linear head, fine-tune on random window crops, WiSE-FT,
+self-distillation, as listed), every test record is scored by aggregating its
 sliding windows, test metrics (metrics.compute_metrics) and patient-level bootstrap CIs are
 computed, F1 is also reported with per-class thresholds chosen on the validation records
 (thresholds.tuned_metrics), and one run JSON is written (runs.write_run_json). The mean ± std over seeds goes to
 output_dir/summary_<task>_<mode>.json.
 
-Report modes: pretrained + linear -> 'linear'; pretrained + finetune -> 'finetune';
-random init -> 'random_init' (linear probe on random weights, 003 Table 4 baseline);
-supervised (or random + finetune) -> 'supervised' (all weights from scratch, Table 5 baseline).
+Report modes: a pretrained encoder -> 'linear' or 'finetune' (whether a stage trains its
+weights); random init -> 'random_init' (linear probe on random weights, 003 Table 4 baseline) or
+'supervised' (all weights from scratch, Table 5 baseline, as init 'supervised').
 """
 from __future__ import annotations
 
@@ -33,10 +35,9 @@ from ecgjax import loader
 from ecgjax.data import resolve
 from ecgjax.data.store import ECGStore
 from ecgjax.downstream.network import adapt_encoder
-from ecgjax.downstream.windows import AGGREGATIONS
 from ecgjax.errors import UserError
 from ecgjax.eval import folds as folds_lib, metrics as metrics_lib, protocols, runs as runs_lib, thresholds
-from ecgjax.eval.classifier import skipped_for_pretrained, train_classifier
+from ecgjax.eval.recipe import Recipe
 from ecgjax.eval.task_data import TaskArrays, concatenate, load_task_arrays, load_unlabelled_arrays
 from ecgjax.eval.tasks import Task, get_task
 
@@ -82,18 +83,14 @@ def load_pretrain_config_file(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg or None)
 
 
-def optim_for_leads(optim: ml_collections.ConfigDict, source: EncoderSource,
-                    input_leads) -> ml_collections.ConfigDict:
-    """The recipe with layer_decay_new_leads as its layer_decay when a pretrained encoder's first
-    layer was cut (or widened) to other leads than it was trained on."""
+def recipe_for_leads(recipe: Recipe, source: EncoderSource, input_leads) -> Recipe:
+    """The recipe with layer_decay_new_leads as its fine-tune stages' layer decay when a pretrained
+    encoder's first layer was cut (or widened) to other leads than it was trained on."""
     trained_leads = int(source.config.get("in_leads") or 12)
     if source.variables is None or trained_leads == len(input_leads):
-        return optim
-    optim = ml_collections.ConfigDict(optim.to_dict())
-    logger.info("leads %d -> %d: layer-wise lr decay %g (optim.layer_decay_new_leads)",
-                trained_leads, len(input_leads), optim.layer_decay_new_leads)
-    optim.layer_decay = optim.layer_decay_resnet = float(optim.layer_decay_new_leads)
-    return optim
+        return recipe
+    logger.info("leads %d -> %d: layer-wise lr decay of optim.layer_decay_new_leads", trained_leads, len(input_leads))
+    return recipe.for_new_leads()
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
@@ -125,24 +122,25 @@ def check_rate(store: ECGStore, pretrain_config, checkpoint: str = "") -> None:
                         f"--target_fs={pretrain_config.data.fs:g} to match")
 
 
-def teacher_encoders(config, store: ECGStore, input_leads) -> list[tuple[dict, dict]]:
-    """(encoder config, pretrained weights fitted to input_leads) of each --config.teacher_checkpoints
-    run: where the other members of an ensemble teacher start, in turn."""
+def teacher_encoders(checkpoints, store: ECGStore, input_leads) -> list[tuple[dict, dict]]:
+    """(encoder config, pretrained weights fitted to input_leads) of each of self-distillation's
+    teacher checkpoints: where the other members of an ensemble teacher start, in turn."""
     starts = []
-    for path in filter(None, (part.strip() for part in str(config.teacher_checkpoints).split(","))):
-        network = loader.load_pretrained(path, "--config.teacher_checkpoints")
+    for path in checkpoints:
+        network = loader.load_pretrained(path, "--config.distill.teachers.checkpoints")
         check_rate(store, network.config, network.source)
         encoder_config, weights, _ = adapt_encoder(network.encoder_config, network.encoder_variables, input_leads)
         starts.append((encoder_config, weights))
     return starts
 
 
-def unlabelled_store(config, store: ECGStore) -> ECGStore | None:
-    """--config.data.unlabelled_store opened and checked against the task's store, or None."""
-    if not config.data.unlabelled_store:
+def unlabelled_store(path: str, store: ECGStore) -> ECGStore | None:
+    """Self-distillation's pool store (--config.distill.pool.store) opened and checked against the
+    task's store, or None."""
+    if not path:
         return None
-    pool = ECGStore(os.path.expanduser(config.data.unlabelled_store))
-    flag = f"--config.data.unlabelled_store={config.data.unlabelled_store}"
+    pool = ECGStore(os.path.expanduser(path))
+    flag = f"--config.distill.pool.store={path}"
     if pool.path.resolve() == store.path.resolve():
         raise UserError(f"{flag}: is the task's own store, whose validation and test records must stay unseen; "
                         f"its unlabelled training records are the pool already")
@@ -162,66 +160,12 @@ def zero_fill_leads(arrays: TaskArrays, leads, to_leads) -> TaskArrays:
     return dataclasses.replace(arrays, x=x)
 
 
-LAYER_DECAYS = ("layer_decay", "layer_decay_resnet", "layer_decay_new_leads")
-
-
-def check_recipe(config) -> None:
-    """One-line errors, before any work, for protocol / optim values the training would trip on."""
-    p, o = config.protocol, config.optim
-    problems = [f"--config.protocol.{key}={p[key]}: must be >= 0" for key in ("window_s", "stride_s", "record_s")
-                if float(p[key]) < 0]
-    problems += [f"--config.optim.{key}={o[key]}: must be >= 1" for key in ("epochs", "batch_size")
-                 if int(o[key]) < 1]
-    problems += [f"--config.optim.{key}={o[key]}: must be >= 0 (0 = no self-distillation)"
-                 for key in ("distill_epochs", "distill_rounds") if int(o[key]) < 0]
-    if int(o.wise_ft) < 0:
-        problems.append(f"--config.optim.wise_ft={o.wise_ft}: must be >= 0 (0 = off)")
-    if int(o.teacher_ensemble) < 1:
-        problems.append(f"--config.optim.teacher_ensemble={o.teacher_ensemble}: must be >= 1 (1 = the model alone)")
-    problems += [f"--config.optim.{key}={o[key]}: must be > 0" for key in LAYER_DECAYS if float(o[key]) <= 0]
-    if int(p.crops_per_record) < 1:
-        problems.append(f"--config.protocol.crops_per_record={p.crops_per_record}: must be >= 1")
-    unknown = [name for name in skipped_for_pretrained(p) if name not in p.augmentation]
-    if unknown:
-        problems.append(f"--config.protocol.skip_for_pretrained={p.skip_for_pretrained}: {', '.join(unknown)} is not "
-                        f"one of protocol.augmentation ({', '.join(p.augmentation)})")
-    if p.aggregation not in AGGREGATIONS:
-        problems.append(f"--config.protocol.aggregation={p.aggregation}: must be one of {list(AGGREGATIONS)}")
-    if o.class_weighting not in ("none", "balanced"):
-        problems.append(f"--config.optim.class_weighting={o.class_weighting}: must be 'none' or 'balanced'")
-    if config.data.unlabelled_store and not (int(o.distill_epochs) > 0 and (
-            config.mode == "finetune" or config.init == "supervised")):
-        problems.append(f"--config.data.unlabelled_store={config.data.unlabelled_store}: is self-distillation's "
-                        f"pool, so it needs --config.optim.distill_epochs>0 and --config.mode=finetune or "
-                        f"--config.init=supervised")
-    if int(config.data.unlabelled_records) < 0:
-        problems.append(f"--config.data.unlabelled_records={config.data.unlabelled_records}: must be >= 0 (0 = all)")
-    if str(config.teacher_checkpoints).strip() and not (
-            config.init == "pretrained" and config.mode == "finetune" and int(o.teacher_ensemble) > 1
-            and int(o.distill_epochs) > 0):
-        problems.append(f"--config.teacher_checkpoints={config.teacher_checkpoints}: starts the other members of "
-                        f"an ensemble teacher, so it needs --config.init=pretrained --config.mode=finetune "
-                        f"--config.optim.teacher_ensemble>=2 --config.optim.distill_epochs>0")
-    if problems:
-        raise UserError("; ".join(problems))
-
-
-def report_mode(init: str, mode: str) -> str:
+def report_mode(init: str, recipe: Recipe) -> str:
+    """The report's arm: 'linear' / 'finetune' for a pretrained encoder, 'random_init' / 'supervised'
+    without one, by whether a stage trains the encoder's weights."""
     if init == "pretrained":
-        if mode not in ("linear", "finetune"):
-            raise UserError(f"--config.mode={mode}: must be 'linear' or 'finetune'")
-        return mode
-    if init == "random":
-        return "random_init" if mode == "linear" else "supervised"
-    if init == "supervised":
-        return "supervised"
-    raise UserError(f"--config.init={init}: must be 'pretrained', 'random' or 'supervised'")
-
-
-def training_mode(run_mode: str) -> str:
-    """classifier.train_classifier mode of a report mode."""
-    return {"linear": "linear", "random_init": "linear", "finetune": "finetune",
-            "supervised": "supervised"}[run_mode]
+        return "finetune" if recipe.trains_encoder else "linear"
+    return "supervised" if recipe.trains_encoder else "random_init"
 
 
 def configured_cell(config) -> dict | None:
@@ -293,8 +237,9 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     Returns the run records (report schema dicts), also written as JSON under output_dir.
     """
     output_dir = pathlib.Path(output_dir)
-    check_recipe(config)
-    run_mode = report_mode(config.init, config.mode)
+    recipe = Recipe.from_config(config)
+    run_mode = report_mode(config.init, recipe)
+    distill = recipe.stage("distill")
     source = load_encoder(config)
     store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
@@ -303,8 +248,9 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     task = _task_for(config, store, window_s)
     encoder_config, encoder_vars, input_leads = adapt_encoder(source.config, source.variables, task.leads,
                                                               config.lead_adaptation)
-    members = teacher_encoders(config, store, input_leads)   # before any data is read: bad paths stop here
-    pool_store = unlabelled_store(config, store)
+    # Self-distillation's inputs, before any data is read: bad paths stop here.
+    members = teacher_encoders(distill.teachers.checkpoints, store, input_leads) if distill else []
+    pool_store = unlabelled_store(distill.pool.store, store) if distill else None
     folds = config.folds.to_dict() if config.folds else None
     splits = folds_lib.resolve_splits(store, task, folds, flag="--config.folds",
                                       standard=folds_lib.is_standard(folds))
@@ -313,14 +259,14 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if pool_store is not None:
         data["pool"] = load_unlabelled_arrays(pool_store, task, data["train"].x.shape[1], data["train"].y,
-                                              max_records=int(config.data.unlabelled_records))
+                                              max_records=distill.pool.records)
         if not len(data["pool"]):
-            raise UserError(f"--config.data.unlabelled_store={config.data.unlabelled_store}: no record of "
+            raise UserError(f"--config.distill.pool.store={distill.pool.store}: no record of "
                             f"{pool_store.path} has every lead of the task ({', '.join(task.leads)})")
         logger.info("self-distillation pool: %d records of %s", len(data["pool"]), pool_store.path)
     data = {split: zero_fill_leads(arrays, task.leads, input_leads) for split, arrays in data.items()}
     task = dataclasses.replace(task, leads=input_leads)
-    optim = optim_for_leads(config.optim, source, input_leads)
+    recipe = recipe_for_leads(recipe, source, input_leads)
     logger.info("probe %s on %s (%s): train %d, val %d, test %d records", run_mode, task.name, task.type,
                 len(data["train"]), len(data["val"]), len(data["test"]))
     case_ratio = float(config.case_ratio) or None
@@ -329,14 +275,13 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
         started = time.perf_counter()
         train = scarce_training_set(data["train"], task, float(config.data_fraction), case_ratio or 0.0, seed)
         # Self-distillation's pool: the training records the subset left out, labels withheld, and
-        # the records of --config.data.unlabelled_store.
+        # the records of --config.distill.pool.store.
         unlabelled = None
-        if int(optim.distill_epochs):
+        if distill:
             left_out = data["train"].subset(~np.isin(data["train"].record_index, train.record_index))
             unlabelled = concatenate([left_out, data["pool"]]) if "pool" in data else left_out
-        model, history = train_classifier(encoder_config, encoder_vars, train, data["val"], task,
-                                          training_mode(run_mode), optim, seed, fs=store.fs,
-                                          protocol=config.protocol, unlabelled=unlabelled, member_encoders=members)
+        model, history = recipe.train(encoder_config, encoder_vars, train, data["val"], task, seed, fs=store.fs,
+                                      pool=unlabelled, teacher_starts=members)
         val, test = data["val"], data["test"]
         score_records = functools.partial(model.record_scores, stride_s=float(config.protocol.stride_s) or None,
                                           aggregation=config.protocol.aggregation)
@@ -357,8 +302,9 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
             metrics=values, task_type=task.type, data_fraction=float(config.data_fraction),
             case_ratio=case_ratio, pretrain_loss=source.pretrain_loss, ci=ci,
             extra={"checkpoint": source.checkpoint, "store": str(store.path), "leads": list(task.leads),
-                   "teacher_checkpoints": str(config.teacher_checkpoints),
-                   "unlabelled_store": str(config.data.unlabelled_store),
+                   "recipe": list(recipe.names),
+                   "teacher_checkpoints": ",".join(distill.teachers.checkpoints) if distill else "",
+                   "unlabelled_store": distill.pool.store if distill else "",
                    "n_train": len(train), "n_val": len(data["val"]), "n_test": len(test),
                    "n_pool": len(unlabelled) if unlabelled is not None else 0,
                    "best_epoch": {"stage": best["stage"], "epoch": best["epoch"]},
