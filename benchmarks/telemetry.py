@@ -34,7 +34,7 @@ import pandas as pd
 from absl import flags
 from sklearn.metrics import roc_auc_score
 
-from ecgjax import cli, markdown
+from ecgjax import cli, loader, markdown
 from ecgjax.annotate import apply, reference, sampling, train_heads, training_records
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import record_paths
@@ -102,7 +102,7 @@ def train_or_load(workdir: str, log=print):
     if trained and not _RETRAIN.value:
         log(f"loading {model_dir}")
         with open(os.path.join(workdir, "training.json")) as f:
-            return apply.load_model(model_dir), {**json.load(f), "reused": True}
+            return loader.load_trained(str(model_dir)), {**json.load(f), "reused": True}
     rng = np.random.default_rng(_SEED.value)
     began = time.perf_counter()
     table = ptbxl.load_ptbxl_table(_PTBXL.value)
