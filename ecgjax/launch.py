@@ -15,9 +15,9 @@ then SIGKILL after --grace_s) and exits with that status, so no process is left 
 collective waiting for a dead peer. Each process's stderr passes through the launcher line by
 line (logs and TensorBoard come from process 0 only, ecgjax.train.metrics_log). Once one process
 has failed, what the others write is their account of losing it (tracebacks, C++ stacks, thread
-dumps): the launcher holds it back and says in one line per process that it stopped; --debug
-(or --debug passed to the program) lets it through. --peer_timeout_s: how long a process waits
-for a slow one (ecgjax.train.multihost).
+dumps): the launcher holds it back and says in one line per process that it stopped. --debug,
+given to the launcher or to the program, lets it through, with every process's tracebacks.
+--peer_timeout_s: how long a process waits for a slow one (ecgjax.train.multihost).
 """
 from __future__ import annotations
 
@@ -247,6 +247,7 @@ def launch(command: list[str], num_processes: int, *, cpu_devices: int = 0, coor
         raise UserError(f"--num_hosts={num_hosts} needs --coordinator=HOST:PORT: host 0's address and a free port, "
                         f"the same on every host")
     coordinator = coordinator or f"localhost:{free_port()}"
+    debug = debug or "--debug" in command
     total = num_hosts * num_processes
     processes: dict[int, subprocess.Popen] = {}
 
@@ -262,8 +263,10 @@ def launch(command: list[str], num_processes: int, *, cpu_devices: int = 0, coor
             env = child_env(os.environ, coordinator=coordinator, num_processes=total, process_id=process_id,
                             cpu_devices=cpu_devices, heartbeat_timeout_s=heartbeat_timeout_s,
                             peer_timeout_s=peer_timeout_s)
+            if debug:  # the launcher's --debug: the processes' tracebacks too (ecgjax.cli)
+                env["ECGJAX_DEBUG"] = "1"
             processes[process_id] = subprocess.Popen(child_command(command), env=env, stderr=subprocess.PIPE)
-        return Supervisor(processes, debug=debug or "--debug" in command).run(grace_s)
+        return Supervisor(processes, debug=debug).run(grace_s)
     finally:
         stop(processes, grace_s)
         for s, handler in previous.items():
