@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 import entry_points
+from xla_settings import unoptimized
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("ECGJAX_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -51,29 +52,9 @@ def pytest_unconfigure(config):
         shutil.rmtree(made, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def unoptimized():
-    """XLA's optimisation passes off (jax_disable_most_optimizations): a tiny pretraining or ResNet
-    step compiles in about half the time. The programs compute the same functions, but not the same
-    floats bit for bit (fusion and reassociation differ), so this is for code whose results are
-    checked for shape, files, flow or agreement with themselves, never against a tolerance argued
-    for optimised programs. The flag is not part of JAX's in-memory cache key: the executables
-    compiled meanwhile are dropped afterwards, so no later test runs one of them (the persistent
-    cache keys on it and keeps both kinds apart)."""
-    import jax
-
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
-        jax.clear_caches()
-
-
 @pytest.fixture
 def unoptimized_xla():
-    """`unoptimized()` for one test: `@pytest.mark.usefixtures("unoptimized_xla")`."""
+    """XLA's optimisations off for one test (tests/xla_settings.py): `@pytest.mark.usefixtures("unoptimized_xla")`."""
     with unoptimized():
         yield
 

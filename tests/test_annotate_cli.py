@@ -12,6 +12,7 @@ import pytest
 import wfdb
 
 import entry_points
+from xla_settings import unoptimized
 from ecgjax import loader
 from ecgjax.annotate import apply, outputs, reference, train_heads
 from ecgjax.eval.classifier import task_model
@@ -21,6 +22,9 @@ from ecgjax.signal.heart_rate import BRADYCARDIA, HEART_RATE_CLASSES, NOISE, NOR
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL_FS, WINDOW_S = 100.0, 5.0
 TINY_ENCODER = {"name": "resnet18", "chan_start": 4, "in_leads": 1, "num_samples": int(MODEL_FS * WINDOW_S)}
+# What is checked is flow, files, validity flags, ranges and what QRS detection (numpy) gives, not the
+# model's numbers: XLA's optimisations off (tests/xla_settings.py) halve the ResNet's compilations.
+pytestmark = pytest.mark.usefixtures("unoptimized_xla")
 
 
 def beat_train(bpm: float, seconds: float, fs: float, seed: int = 0) -> np.ndarray:
@@ -52,8 +56,9 @@ def heads_data():
 
 @pytest.fixture(scope="module")
 def model_dir(heads_data, tmp_path_factory):
-    model = train_heads.train_heads(heads_data, heads_data, encoder_config=TINY_ENCODER, fs=MODEL_FS, leads=("II",),
-                                    window_s=WINDOW_S, steps=3, batch_size=8, log_every=1, log=lambda _: None)
+    with unoptimized():  # read for its flow, files and what QRS detection gives, not its numbers
+        model = train_heads.train_heads(heads_data, heads_data, encoder_config=TINY_ENCODER, fs=MODEL_FS, leads=("II",),
+                                        window_s=WINDOW_S, steps=3, batch_size=8, log_every=1, log=lambda _: None)
     return model.save(str(tmp_path_factory.mktemp("model")))
 
 
