@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ecgjax.eval import metrics as m
+from ecgjax.eval import metrics as m, thresholds
 
 
 def test_auroc_and_auprc_hand_computed():
@@ -51,6 +51,24 @@ def test_macro_f1_cinc2017_mean_over_classes():
     assert per == pytest.approx({0: 2 / 3, 1: 0.8, 2: 2 / 3, 3: 0.0})
     assert m.macro_f1(y, pred, labels=[0, 1, 2, 3]) == pytest.approx((2 / 3 + 0.8 + 2 / 3) / 4)
     assert m.macro_f1(y, pred, labels=[0, 1, 2]) == pytest.approx((2 / 3 + 0.8 + 2 / 3) / 3)
+
+
+def test_challenge_f1_is_the_mean_over_n_a_o_by_class_name():
+    """CinC 2017's score by hand: F1 of N, A, O (not ~), whatever order the classes come in."""
+    true = ["N", "N", "N", "A", "A", "O", "O", "~", "~"]
+    said = ["N", "N", "~", "A", "N", "O", "A", "~", "O"]
+    # N: tp 2, fp 1 (an A), fn 1 (called ~) -> 4/6; A: tp 1 fp 1 fn 1 -> 1/2; O: 1/2; ~: 1/2
+    for names in (("N", "A", "O", "~"), ("~", "O", "A", "N")):
+        y, pred = (np.array([names.index(c) for c in seq]) for seq in (true, said))
+        assert m.challenge_f1(y, pred, names) == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
+        scores = np.eye(4)[pred]  # one-hot scores: argmax gives `pred`
+        out = m.compute_metrics("multiclass", y, scores, class_names=names)
+        assert out["challenge_f1"] == pytest.approx(0.5555556, abs=1e-6)
+        assert out["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.5 + 0.5) / 4)
+        tuned = thresholds.tuned_metrics("multiclass", y, scores, np.zeros(4), names)
+        assert tuned["challenge_f1_tuned"] == pytest.approx(out["challenge_f1"])
+    other = m.compute_metrics("multiclass", y, scores, class_names=["a", "b", "c", "d"])
+    assert "challenge_f1" not in other
 
 
 def test_compute_metrics_each_task_type():

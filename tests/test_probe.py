@@ -162,7 +162,9 @@ def test_cinc2017_multiclass(cinc_store, tmp_path):
         "protocol.augment": True, "optim.class_weighting": "balanced", "optim.patience": 1}), tmp_path / "out")[0]
     assert {"macro_f1", "accuracy", "f1/N", "f1/A", "f1/O", "f1/~"} <= set(run["metrics"])
     assert {"macro_f1_tuned", "f1_tuned/N", "f1_tuned/A", "f1_tuned/O", "f1_tuned/~"} <= set(run["metrics"])
-    assert run["extra"]["leads"] == ["I"] and "macro_f1" in run["ci"]
+    assert run["metrics"]["challenge_f1"] == pytest.approx(np.mean([run["metrics"][f"f1/{c}"] for c in "NAO"]))
+    assert "challenge_f1_tuned" in run["metrics"]
+    assert run["extra"]["leads"] == ["I"] and {"macro_f1", "challenge_f1"} <= set(run["ci"])
     assert run["extra"]["window_s"] == 5.0 and run["extra"]["epochs_run"] == {"finetune": 1}
 
 

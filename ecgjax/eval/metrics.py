@@ -15,8 +15,10 @@ for the ranking metrics, thresholded metrics assume probabilities):
   predicted >= t, recall over samples with at least one true label, and
   Fmax = max_t 2 P(t) R(t) / (P(t) + R(t)).
 - macro F1 (001, PhysioNet/CinC 2017): the unweighted mean of per-class F1 over the classes
-  in `labels` (001 averages all four of N, A, O, ~: (.898+.711+.701+.613)/4 = .731; pass
-  the three of N, A, O for the official challenge score).
+  in `labels` (001 averages all four of N, A, O, ~: (.898+.711+.701+.613)/4 = .731).
+- challenge F1 (PhysioNet/CinC 2017's official score, Clifford et al. 2017): the mean F1 of
+  N, A and O; the noise class ~ is predicted but not scored (001's row above: (.898+.711+.701)/3
+  = .770). Added to a multiclass task's metrics when its classes are CinC 2017's.
 - macro AUROC (multi-label): mean over classes of the one-vs-rest AUROC, classes whose
   column has a single value are left out with a warning (sklearn would raise).
 - MAE, R^2: sklearn `mean_absolute_error`, `r2_score`.
@@ -34,11 +36,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from ecgjax.data.sources.cinc2017 import CINC2017_CLASSES
 from ecgjax.data.sources.ptbxl import PTBXL_SUPERCLASSES
 from ecgjax.downstream.heads import TASK_TYPES
 
 # 003's criteria tasks: the PTB-XL superclasses but NORM.
 CRITERIA_TASKS: tuple[str, ...] = tuple(c for c in PTBXL_SUPERCLASSES if c != "NORM")
+# The classes CinC 2017's challenge score averages F1 over (noise, '~', is left out).
+CINC2017_SCORED: tuple[str, ...] = ("N", "A", "O")
 
 
 class DegenerateMetricWarning(UserWarning):
@@ -155,6 +160,19 @@ def per_class_f1(y_true, y_score, labels: Sequence) -> dict:
     return {label: float(v) for label, v in zip(labels, values)}
 
 
+def is_cinc2017(class_names: Sequence[str] | None) -> bool:
+    """Are these a multiclass task's CinC 2017 classes (N, A, O, ~ in any order)?"""
+    return class_names is not None and sorted(class_names) == sorted(CINC2017_CLASSES)
+
+
+def challenge_f1(y_true, y_score, class_names: Sequence[str]) -> float:
+    """CinC 2017's score: mean F1 of N, A and O. y_true [N] class indices into class_names;
+    y_score [N, K] scores (argmax taken) or [N] predicted classes (a prediction of '~' counts as a
+    miss of the true class, never as a hit)."""
+    names = list(class_names)
+    return macro_f1(y_true, y_score, labels=[names.index(c) for c in CINC2017_SCORED])
+
+
 def macro_auroc(y_true, y_score) -> float:
     """Mean one-vs-rest AUROC over the columns of [N, C] multi-hot y_true / scores y_score.
 
@@ -213,7 +231,8 @@ def compute_metrics(task_type: str, y_true, y_score, *, class_names: Sequence[st
 
     binary:     y_true [N] {0,1}, y_score [N] probability -> auroc, auprc, f1, fmax.
     multiclass: y_true [N] class index, y_score [N, K] -> macro_f1, accuracy, macro_auroc
-                (one-vs-rest, NaN unless every class is present) and f1/<name> per class.
+                (one-vs-rest, NaN unless every class is present) and f1/<name> per class;
+                with CinC 2017's class names, `challenge_f1` is added.
     multilabel: y_true [N, C] multi-hot, y_score [N, C] -> macro_auroc, macro_auprc, fmax and
                 auroc/<name>, auprc/<name> per class (class_names default to column indices).
                 With class_names MI, STTC, CD, HYP, `criteria` is added.
@@ -236,6 +255,8 @@ def compute_metrics(task_type: str, y_true, y_score, *, class_names: Sequence[st
             out["macro_auroc"] = _nan("multi-class AUROC undefined: a class is absent from y_true")
         for k, value in per_class_f1(y_true, y_score, range(n_classes)).items():
             out[f"f1/{names[k]}"] = value
+        if is_cinc2017(names):
+            out["challenge_f1"] = challenge_f1(y_true, y_score, names)
         return out
     if task_type == "multilabel":
         y_true = np.asarray(y_true).astype(int)

@@ -221,6 +221,8 @@ def test_metrics(task: Task, y_true, scores, patients, n_bootstrap: int, seed: i
             for c, name in enumerate(task.output_names):
                 fns[f"auroc/{name}"] = functools.partial(_column_metric, metrics_lib.auroc, c)
                 fns[f"auprc/{name}"] = functools.partial(_column_metric, metrics_lib.auprc, c)
+        if "challenge_f1" in values:  # CinC 2017's official score
+            fns["challenge_f1"] = functools.partial(metrics_lib.challenge_f1, class_names=task.output_names)
         for name, fn in fns.items():
             interval = metrics_lib.bootstrap_ci(fn, y_true, scores, n=n_bootstrap, seed=seed, patient_ids=patients)
             ci[name] = [interval["lower"], interval["upper"]]

@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from ecgjax.eval import metrics
+
 _OFFSETS = np.linspace(-3.0, 3.0, 61)  # log-probability offsets tried per class (e^3 = 20x)
 
 
@@ -82,7 +84,7 @@ def decisions(task_type: str, scores, thresholds: np.ndarray) -> np.ndarray:
 def tuned_metrics(task_type: str, y_true, scores, thresholds: np.ndarray,
                   class_names: Sequence[str] = ()) -> dict[str, float]:
     """F1 of the tuned decisions: binary {'f1_tuned'}; multilabel / multiclass {'macro_f1_tuned',
-    'f1_tuned/<name>' per label or class}."""
+    'f1_tuned/<name>' per label or class}, and 'challenge_f1_tuned' for CinC 2017's classes."""
     predicted = decisions(task_type, scores, thresholds)
     y_true = np.asarray(y_true)
     if task_type == "binary":
@@ -94,5 +96,8 @@ def tuned_metrics(task_type: str, y_true, scores, thresholds: np.ndarray,
         per_class = np.array([skm.f1_score(y_true[:, c].astype(int), predicted[:, c], zero_division=0)
                               for c in range(predicted.shape[1])])
     names = list(class_names) or [str(k) for k in range(len(per_class))]
-    return {"macro_f1_tuned": float(np.mean(per_class)),
-            **{f"f1_tuned/{name}": float(value) for name, value in zip(names, per_class)}}
+    out = {"macro_f1_tuned": float(np.mean(per_class)),
+           **{f"f1_tuned/{name}": float(value) for name, value in zip(names, per_class)}}
+    if task_type == "multiclass" and metrics.is_cinc2017(names):
+        out["challenge_f1_tuned"] = metrics.challenge_f1(y_true, predicted, names)
+    return out
