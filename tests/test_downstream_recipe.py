@@ -271,3 +271,25 @@ def test_the_fit_loop_returns_a_new_model_and_keeps_what_it_must_beat():
     kept, _ = fit(model, "distill", 2, Optimizer(1e-2), batches, lambda v: 0.5, patience=0, seed=0,
                   to_beat=(0.9, before))
     assert kept.variables is before   # no epoch scored above 0.9
+
+
+def test_a_resnets_window_may_pass_its_input_length_a_vits_may_not():
+    """CinC 2017's long windows on an encoder built (or pretrained) for 1 s: a ResNet's global pool
+    takes any length, so the window is protocol.window_s (capped at the longest record); a ViT's
+    position embeddings hold it at num_samples."""
+    from ecgjax.eval.recipe import FineTune, FitSettings, Recipe, Windowing
+
+    task = Task("af", "binary", ("af",), leads=("I",), window_s=1.0)
+    x, y = _separable(16)
+    x = np.tile(x, (1, 3, 1))   # 3 s records at 250 Hz
+    fit = FitSettings(batch_size=8, eval_batch_size=8, min_steps_per_epoch=1)
+    recipe = Recipe((FineTune(epochs=1),), fit, Windowing(window_s=2.0))
+    resnet = dict(name="resnet18", chan_start=4, in_leads=1, num_samples=250)
+    model, _ = recipe.train(resnet, None, (x[:8], y[:8]), (x[8:], y[8:]), task, 0, fs=250.0)
+    assert model.window_s == 2.0
+    longer, _ = Recipe((FineTune(epochs=1),), fit, Windowing(window_s=5.0)).train(
+        resnet, None, (x[:8], y[:8]), (x[8:], y[8:]), task, 0, fs=250.0)
+    assert longer.window_s == 3.0   # the longest record
+    vit = dict(name="vit1d", num_samples=250, patch=25, depth=1, width=16, heads=1, in_leads=1)
+    model, _ = recipe.train(vit, None, (x[:8], y[:8]), (x[8:], y[8:]), task, 0, fs=250.0)
+    assert model.window_s == 1.0

@@ -17,6 +17,7 @@ import numpy as np
 from ecgjax.cli import closest
 from ecgjax.downstream.heads import balanced_weights
 from ecgjax.downstream.records import Records
+from ecgjax.downstream.step import is_vit
 from ecgjax.errors import UserError
 from ecgjax.eval.classifier import task_model
 from ecgjax.eval.recipe.distill import SelfDistill
@@ -121,7 +122,7 @@ class Recipe:
             teacher start in turn; () = this encoder.
         Returns:
           (TrainedModel of windows of protocol.window_s (0: the encoder's input length; capped at
-          that and at the longest record) with the weights the last stage kept, history: per-epoch
+          the longest record and a ViT's input length) with the weights the last stage kept, history: per-epoch
           dicts {stage, epoch, train_loss, val_score}, also the model's history).
         Regression targets are standardised with the training mean and std for the loss (the
         head's scale); predictions are in the original units.
@@ -129,10 +130,13 @@ class Recipe:
         train, val = Records.of(train), Records.of(val)
         if len(train) == 0 or len(val) == 0:
             raise ValueError(f"task {task.name!r}: empty training ({len(train)}) or validation ({len(val)}) set")
-        # The window: as configured, but never past the encoder's input length or the longest record.
+        # The window: as configured (0: the encoder's input length), but never past the longest record,
+        # nor past a ViT's input length (its position embeddings are that long); a ResNet's global
+        # pool takes windows of any length (CinC 2017's 30-60 s rhythms on a 10 s-pretrained one).
         longest = int(max(train.lengths.max(), val.lengths.max()))
         encoder_input = int(dict(encoder_config).get("num_samples") or longest)
-        window = min(int(round(self.windowing.window_s * fs)) or encoder_input, encoder_input, longest)
+        cap = encoder_input if is_vit(encoder_config) else longest
+        window = min(int(round(self.windowing.window_s * fs)) or encoder_input, cap, longest)
         stride = max(int(round((self.windowing.stride_s or window / fs / 2) * fs)), 1)
         scale = (0.0, 1.0)
         if task.type == "regression":
