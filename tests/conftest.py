@@ -59,6 +59,36 @@ def unoptimized_xla():
         yield
 
 
+# ------------------------------------------------------------------ two workers finishing together
+
+# Test files from the longest to run (seconds alone on a loaded 2-core machine, December 2026:
+# test_train ~400, test_probe ~310, test_multiprocess ~250, test_pretrain_cli ~220, test_sweep ~110,
+# the next ones 25-60); the others follow in their usual order. Only an order: a file missing here,
+# or a stale rank, costs balance, never a test.
+LONGEST_FIRST = ("test_train.py", "test_probe.py", "test_multiprocess.py", "test_pretrain_cli.py", "test_sweep.py",
+                 "test_embed.py", "test_models.py", "test_cli_errors.py", "test_diagnostics.py", "test_augment.py",
+                 "test_api.py", "test_annotate_cli.py", "test_orphans.py", "test_heart_rate_pretext.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The longest files first (LONGEST_FIRST), each file's tests in their usual order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `-n N` with the default --dist=load: whole files to each worker, in the order above
+    (--dist=loadfile without its reordering by test count). A file's module fixtures are then built
+    once, and each worker takes the next longest file when it is free, so both finish together. An
+    explicit other --dist is left to pytest-xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
+    return LoadFileScheduling(config, log)
+
+
 # ------------------------------------------------------------------ built once per session
 
 def _session_dir(tmp_path_factory) -> pathlib.Path:
