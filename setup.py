@@ -31,5 +31,10 @@ setup(
         "tqdm>=4.66,<5",
         "tensorboardX>=2.6,<3",
     ],
-    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
+    extras_require={
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        # benchmarks/vs_pytorch.py's reference. On Linux the registry's default wheel carries the CUDA
+        # libraries (GBs); for a CPU-only host install torch from a CPU build first (benchmarks/RESULTS.md).
+        "bench": ["torch>=2.4"],
+    },
 )
