@@ -61,13 +61,14 @@ def unoptimized_xla():
 
 # ------------------------------------------------------------------ two workers finishing together
 
-# Test files from the longest to run (seconds alone on a loaded 2-core machine, December 2026:
-# test_train ~400, test_probe ~310, test_multiprocess ~250, test_pretrain_cli ~220, test_sweep ~110,
-# the next ones 25-60); the others follow in their usual order. Only an order: a file missing here,
-# or a stale rank, costs balance, never a test.
-LONGEST_FIRST = ("test_train.py", "test_probe.py", "test_multiprocess.py", "test_pretrain_cli.py", "test_sweep.py",
-                 "test_embed.py", "test_models.py", "test_cli_errors.py", "test_diagnostics.py", "test_augment.py",
-                 "test_api.py", "test_annotate_cli.py", "test_orphans.py", "test_heart_rate_pretext.py")
+# Test files from the longest to run (seconds in `-n 2` on a 2-core machine at load 10-14, December
+# 2026: test_train ~870, test_multiprocess ~700, test_probe ~700, test_downstream_recipe ~300,
+# test_pretrain_cli ~250, test_sweep ~200, the next ones 50-100); the others follow in their usual
+# order. Only an order: a file missing here, or a stale rank, costs balance, never a test.
+LONGEST_FIRST = ("test_train.py", "test_multiprocess.py", "test_probe.py", "test_downstream_recipe.py",
+                 "test_pretrain_cli.py", "test_sweep.py", "test_api.py", "test_pipeline.py", "test_augment.py",
+                 "test_annotate_training.py", "test_models.py", "test_embed.py", "test_cli_errors.py",
+                 "test_diagnostics.py", "test_annotate_cli.py", "test_orphans.py", "test_heart_rate_pretext.py")
 
 
 def pytest_collection_modifyitems(items):
