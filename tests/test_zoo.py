@@ -50,3 +50,25 @@ def test_ptbxl_superclass_reproduces_its_figures_on_a_fold9_subset(ptbxl_dir):
     # sampling spread is about 0.015 (the card's CI over 2,146 records is ~0.008 wide each side);
     # 0.05 is over 3 of those spreads, and a broken model (chance: 0.5) is far outside it.
     assert now["macro_auroc"] == pytest.approx(figures["metrics"]["macro_auroc"], abs=0.05)
+
+
+@pytest.mark.skipif("telemetry-af-hr" not in zoo.names(), reason="telemetry-af-hr not released")
+def test_annotate_runs_the_released_annotator_on_a_wfdb_record(mitdb_dir, tmp_path):
+    from tests import entry_points
+
+    result = entry_points.run("experiments/annotate.py", "--checkpoint=zoo:telemetry-af-hr",
+                              f"--input={mitdb_dir / '202'}", f"--output={tmp_path}", "--noplot",
+                              "--noqrs_heart_rate")
+    assert result.returncode == 0, result.stderr
+    import pandas as pd
+
+    tracks = pd.read_csv(tmp_path / "202.csv")
+    assert len(tracks) == 226 and tracks["valid"].all()  # 30 min in 8 s windows, none bad
+    # 202 is a third AF: the card reports sensitivity 0.945 and specificity 0.993 on it at its
+    # threshold, so well over a fifth of its windows are flagged and well under all of them.
+    flagged = (tracks["af_prob"] >= figures_threshold()).mean()
+    assert 0.2 < flagged < 0.6
+
+
+def figures_threshold() -> float:
+    return _figures("telemetry-af-hr")["figures"]["af_threshold"]
