@@ -28,6 +28,7 @@ from flax import serialization
 
 from ecgjax import zoo
 from ecgjax.cli import closest_path
+from ecgjax.data import resolve
 from ecgjax.data.errors import ECGInputError
 from ecgjax.downstream import model as model_lib
 from ecgjax.errors import UserError
@@ -147,6 +148,23 @@ def load(spec: str, flag: str = "--checkpoint") -> PretrainedNetwork | model_lib
     """Whatever `spec` names: a TrainedModel for a model with heads, a PretrainedNetwork otherwise."""
     kind, _ = resolve(spec, flag)
     return load_trained(spec, flag) if kind == "model" else load_pretrained(spec, flag)
+
+
+def open_task_store(pretrain_config: ml_collections.ConfigDict, given: str, flag: str, source: str = ""):
+    """The store a downstream command reads: `given`, else the one the network was pretrained on (the
+    synthetic cohort for a run without one). An exported or released network carries no store
+    (a path on another machine): then `flag` must name one."""
+    if not given and not pretrain_config.data.store and source and kind_of_spec(source) == "pretrained":
+        raise UserError(f"{flag} is empty: {source} carries no data of its own; pass {flag}=STORE, a store "
+                        f"ingested at {float(pretrain_config.data.fs):g} Hz (python -m ecgjax.data.ingest ...)")
+    return resolve.open_store(pretrain_config.data, store=given)
+
+
+def kind_of_spec(spec: str) -> str | None:
+    """kind_of for a zoo name (from the registry, no checksums) or a path."""
+    if zoo.is_zoo(spec):
+        return {"encoder": "pretrained", "model": "model"}[zoo.entry(spec)["kind"]]
+    return kind_of(pathlib.Path(os.path.expanduser(spec)))
 
 
 def export_pretrained(network: PretrainedNetwork, folder) -> pathlib.Path:

@@ -200,3 +200,11 @@ def test_predict_cli_on_a_folder_and_on_an_array_file(classifier_dir, tmp_path):
     result = entry_points.run("experiments/predict.py", f"--model={classifier_dir}", f"--input={tmp_path / 'x.npy'}",
                               f"--output={tmp_path / 'out3'}", "--noprogress")
     assert result.returncode == 2 and "pass --fs=HZ" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_released_encoder_needs_a_store_named(exported, tmp_path):
+    """An exported (or released) encoder carries no store of its own: the probe says which flag."""
+    result = entry_points.run("experiments/probe.py", "--config=configs/probe.py:runlocal",
+                              f"--config.checkpoint={exported}", f"--workdir={tmp_path / 'probe'}")
+    assert result.returncode == 2 and "--config.data.store is empty" in result.stderr, result.stderr
+    assert not (tmp_path / "probe").exists()

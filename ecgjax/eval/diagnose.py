@@ -17,7 +17,6 @@ import pathlib
 import numpy as np
 
 from ecgjax import loader
-from ecgjax.data import resolve
 from ecgjax.downstream.batches import batched_apply
 from ecgjax.downstream.network import adapt_encoder, compiled_encoder
 from ecgjax.errors import UserError
@@ -44,7 +43,7 @@ def run_diagnostics(checkpoint: str, task_spec: str, output_dir, *, store: str =
     folds: {'train': '1-7', 'val': '8', 'test': '9'} PTB-XL folds, or None for the store's split.
     """
     network = loader.load_pretrained(checkpoint, "--checkpoint")
-    data_store = resolve.open_store(network.config.data, store=store)
+    data_store = loader.open_task_store(network.config, store, "--store", checkpoint)
     try:
         task = tasks.get_task(task_spec, data_store.metadata.columns)
     except UserError:

@@ -32,7 +32,6 @@ import ml_collections
 import numpy as np
 
 from ecgjax import loader
-from ecgjax.data import resolve
 from ecgjax.data.store import ECGStore
 from ecgjax.downstream.network import adapt_encoder
 from ecgjax.errors import UserError
@@ -243,7 +242,8 @@ def run_probe(config: ml_collections.ConfigDict, output_dir) -> list[dict]:
     run_mode = report_mode(config.init, recipe)
     distill = recipe.stage("distill")
     source = load_encoder(config)
-    store = resolve.open_store(source.pretrain_config.data, store=config.data.store)
+    store = loader.open_task_store(source.pretrain_config, config.data.store, "--config.data.store",
+                                   config.checkpoint)
     window_s = int(source.config.get("num_samples", 2500)) / store.fs
     if source.variables is not None:
         check_rate(store, source.pretrain_config)
