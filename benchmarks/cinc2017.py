@@ -83,7 +83,8 @@ def tables(arms: dict, variants: dict, machine: str) -> str:
     begin, end = MARKERS
     lines = [begin, f"Tables: `python {' '.join(sys.argv)}`", "", f"Machine: {machine}.", ""]
     if variants:
-        lines += ["Variants on the validation split (best epoch's macro F1 over N, A, O, ~; test not looked at):", "",
+        lines += ["Variants on the validation split (the best epoch's macro F1 over N, A, O, ~: the only "
+                  "figure the choice used):", "",
                   markdown.table(["variant", "window", "epochs run", "best epoch", "validation macro F1",
                                   "wall time"],
                                  [[name, f"{runs[0]['extra']['window_s']:g} s",
