@@ -28,7 +28,7 @@ from flax import serialization
 
 from ecgjax import zoo
 from ecgjax.cli import closest_path
-from ecgjax.data import resolve
+from ecgjax.data.resolve import open_store
 from ecgjax.data.errors import ECGInputError
 from ecgjax.downstream import model as model_lib
 from ecgjax.errors import UserError
@@ -157,7 +157,7 @@ def open_task_store(pretrain_config: ml_collections.ConfigDict, given: str, flag
     if not given and not pretrain_config.data.store and source and kind_of_spec(source) == "pretrained":
         raise UserError(f"{flag} is empty: {source} carries no data of its own; pass {flag}=STORE, a store "
                         f"ingested at {float(pretrain_config.data.fs):g} Hz (python -m ecgjax.data.ingest ...)")
-    return resolve.open_store(pretrain_config.data, store=given)
+    return open_store(pretrain_config.data, store=given)
 
 
 def kind_of_spec(spec: str) -> str | None:
