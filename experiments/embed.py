@@ -4,8 +4,9 @@ r"""One embedding per ECG record from a pretrained encoder (see ecgjax.eval.embe
         --output=runs/hl/embeddings
     python experiments/embed.py --checkpoint=runs/hl --input=/path/to/wfdb_folder --output=/tmp/emb
 
---checkpoint is a pretraining run (the --workdir of experiments/pretrain.py); its latest
-checkpoint's encoder is used. Probe or annotation models are not supported.
+--checkpoint is a pretraining run (the --workdir of experiments/pretrain.py; its latest
+checkpoint's encoder is used), an exported encoder or a released one (zoo:cl-resnet18-ptbxl).
+For a model with heads, use ecgjax.load(PATH).embed(...) (ecgjax/api.py).
 --input is an ingested store (python -m ecgjax.data.ingest) or WFDB records (a folder, a RECORDS
 file or one .hea): any rate and lead set, preprocessed as ingest does (resampled to the
 encoder's rate, canonical 12 leads, absent leads zero).
@@ -26,8 +27,8 @@ from ecgjax.eval import embed
 from ecgjax.train.metrics_log import logger, setup_console_logging
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Pretraining run directory (experiments/pretrain.py --workdir); only "
-    "pretraining runs are supported.")
+    "checkpoint", None, "Pretraining run directory (experiments/pretrain.py --workdir), exported "
+    "encoder, or released encoder zoo:NAME.")
 _INPUT = flags.DEFINE_string("input", None, "Ingested store directory, or a folder of WFDB records.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for embeddings.npy / embeddings.csv / rejected.csv.")
 _SPLIT = flags.DEFINE_string("split", "", "Store input only: embed the records of this split "
