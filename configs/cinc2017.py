@@ -13,8 +13,8 @@ are zero, 001's padding); the network trains on random `window_s` crops and scor
 mean of its windows' class probabilities; the loss weighs every class the same
 (`optim.class_weighting=balanced`: AF is 9% and noise 3% of the records), and the epoch is the one
 with the best validation macro F1. WINDOW_S and EPOCHS won on the validation split among the
-variants of benchmarks/cinc2017.md (10 s windows for 30 epochs: test macro F1 0.698 on the shared
-half, 38 min on 2 loaded cores). `arg`: 'runlocal' (configs/probe.py's smoke scale).
+variants of benchmarks/cinc2017.md (10 s windows for 30 epochs: test macro F1 0.692 over 2 seeds on the
+shared half, 14-38 min on 2 loaded cores). `arg`: 'runlocal' (configs/probe.py's smoke scale).
 """
 import importlib.util
 import os
