@@ -34,7 +34,7 @@ from absl import flags
 
 from ecgjax import api, cli, loader, zoo
 from ecgjax.errors import UserError
-from ecgjax.annotate import apply
+from ecgjax.annotate import apply, train_heads
 from ecgjax.data.store import ECGStore
 from ecgjax.eval import runs as runs_lib
 from ecgjax.machine import describe
@@ -229,7 +229,7 @@ def build(name: str, source: str, store_path: str) -> pathlib.Path:
                 if path.is_file():
                     (staging / path.name).write_bytes(path.read_bytes())
             model = api.Model(f"zoo:{name}", loader.load_trained(source, "--source"))
-            if name == "telemetry-af-hr":
+            if train_heads.AF_KEY in model.output_names:  # the annotation heads (annotate.train_heads)
                 figures = annotator_figures(model, telemetry._MITDB.value)
                 info = {"kind": "annotator", "figures": figures,
                         "summary": "AF probability, heart-rate class and bpm per window of a single-lead recording "
