@@ -124,12 +124,12 @@ class Model:
 
     def predict(self, x, fs: float, leads: Sequence[str]) -> dict[str, np.ndarray]:
         """{output: [records] or [records, classes]}: probabilities (or values) per record."""
-        self._require_heads("predict")
+        self.require_heads("predict")
         return self.predict_prepared(self.prepare(x, fs, leads))
 
     def predict_prepared(self, prepared: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """`predict` for records already as the network reads them ([time, leads] at self.fs)."""
-        model = self._require_heads("predict")
+        model = self.require_heads("predict")
         lengths = np.array([len(r) for r in prepared])
         padded = np.zeros((len(prepared), lengths.max(), len(self.leads)), np.float32)
         for i, record in enumerate(prepared):
@@ -143,7 +143,7 @@ class Model:
     def labels(self, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`predict`'s output thresholded at the model's validation-chosen thresholds, under the same
         keys: 0/1 per class (binary, multilabel), the class name (multiclass)."""
-        model = self._require_heads("labels")
+        model = self.require_heads("labels")
         out = {}
         for head in model.heads:
             if head.name not in model.thresholds:
@@ -159,7 +159,8 @@ class Model:
                             f"recorded, or a regression model)")
         return out
 
-    def _require_heads(self, what: str) -> TrainedModel:
+    def require_heads(self, what: str) -> TrainedModel:
+        """The model's heads, or a UserError saying that an encoder alone cannot `what` (predict, labels)."""
         if self.trained is None:
             raise UserError(f"{self.spec}: a pretrained encoder has no heads to {what} with; use .embed(), "
                             f"or load a model with heads (ecgjax.zoo: zoo:ptbxl-superclass)")

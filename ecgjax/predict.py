@@ -66,7 +66,7 @@ def predict(model: Model, input_path: str, output_dir: str, *, fs: float | None 
             progress: bool = True) -> dict:
     """Writes predictions.csv / rejected.csv / predict.json; returns the summary."""
     started = time.perf_counter()
-    model._require_heads("predict")
+    model.require_heads("predict")
     root = pathlib.Path(os.path.expanduser(input_path))
     if not root.exists():
         raise UserError(f"--input={input_path}: no such file or directory")
