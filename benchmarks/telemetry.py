@@ -35,10 +35,12 @@ from absl import flags
 from sklearn.metrics import roc_auc_score
 
 from ecgjax import cli, loader, markdown
-from ecgjax.annotate import apply, reference, sampling, train_heads, training_records
+from ecgjax.annotate import apply, reference, rhythm_records, sampling, train_heads, training_records
 from ecgjax.annotate.operating_point import rates_at_threshold, threshold_at_sensitivity
 from ecgjax.annotate.run import record_paths
+from ecgjax.data import splits
 from ecgjax.data.sources import ptbxl
+from ecgjax.data.sources.cinc2017 import CINC2017_SPLIT, cinc2017_items
 from ecgjax.downstream.model import is_saved
 from ecgjax.machine import cpu_model
 from ecgjax.signal.heart_rate import HEART_RATE_CLASSES, heart_rate_class, heart_rate_from_beats
@@ -68,6 +70,15 @@ _ANNOTATE_S = flags.DEFINE_float("annotate_window_s", None, "Annotation window a
                                                             "its bpm and AF outputs shift with the length).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling and initialisation seed.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes for QRS detection of the training records.")
+_CINC = flags.DEFINE_string("cinc", str(SHARED_DATA / "cinc2017"), "CinC 2017 folder (official layout): its "
+                            "train split's records join the training crops, its val split the validation "
+                            "windows, its test split is scored (AF against other rhythms); '' for none.")
+_SHARES = flags.DEFINE_list("source_shares", ["0.6", "0.4"], "Batch shares of PTB-XL and CinC crops (base model).")
+_MITDB_STEPS = flags.DEFINE_integer("mitdb_steps", 400, "Steps fine-tuning the base model with crops of the "
+                                                        "MIT-BIH records beside PTB-XL / CinC: left out one record "
+                                                        "at a time for the scores, all for the saved model; 0: none.")
+_MITDB_SHARES = flags.DEFINE_list("mitdb_shares", ["0.4", "0.3", "0.3"],
+                                  "Batch shares of PTB-XL, CinC and MIT-BIH crops while fine-tuning.")
 _CACHE = flags.DEFINE_bool("cache_records", True, "Keep the labelled PTB-XL records in <workdir>/records_*.npz "
                                                   "and reuse them (labelling runs once per set of flags).")
 
@@ -96,48 +107,152 @@ def _group_counts(records: training_records.RecordSet) -> dict:
             "confounder_codes": confounders}
 
 
-def train_or_load(workdir: str, log=print):
-    model_dir = os.path.join(workdir, "model")
-    trained = is_saved(model_dir) and os.path.isfile(os.path.join(workdir, "training.json"))
-    if trained and not _RETRAIN.value:
-        log(f"loading {model_dir}")
-        with open(os.path.join(workdir, "training.json")) as f:
-            return loader.load_trained(str(model_dir)), {**json.load(f), "reused": True}
+def _cache(workdir: str, name: str) -> str | None:
+    others = None if _OTHERS.value < 0 else _OTHERS.value
+    return (os.path.join(workdir, f"records_{name}_{_FS.value:g}hz_{others}_{_SEED.value}_{'-'.join(_LEADS.value)}.npz")
+            if _CACHE.value else None)
+
+
+def cinc_split(root: str) -> dict[str, list[str]]:
+    """CinC 2017 record ids per split: the store's hashed 75/5/20 % split (sources.cinc2017.CINC2017_SPLIT)."""
+    ids = [item["record_id"] for item in cinc2017_items(root)]
+    names = splits.hashed_patient_split(ids, val_fraction=CINC2017_SPLIT.val_fraction,
+                                        test_fraction=CINC2017_SPLIT.test_fraction, seed=CINC2017_SPLIT.seed)
+    return {split: [i for i, n in zip(ids, names) if n == split] for split in ("train", "val", "test")}
+
+
+def _cinc_records(workdir: str, split: str) -> training_records.RecordSet:
+    ids = cinc_split(_CINC.value)[split]
+    records, _ = training_records.cached_records(
+        _cache(workdir, f"cinc_{split}"), lambda: rhythm_records.load_cinc_records(_CINC.value, ids, fs=_FS.value))
+    return records
+
+
+def _crops(records: training_records.RecordSet) -> sampling.CropSampler:
+    return sampling.CropSampler(records, _WINDOW_S.value, group_fractions=tuple(map(float, _GROUPS.value)))
+
+
+def training_data(workdir: str, log=print):
+    """({'ptbxl': sampler, 'cinc': sampler or absent}, validation windows, what they hold): PTB-XL
+    folds 1-7 (+ CinC's train split) to train on, fold 8 lead II (+ CinC's val split) to choose the
+    AF threshold on; labelled once and cached in <workdir>/records_*.npz."""
     rng = np.random.default_rng(_SEED.value)
     began = time.perf_counter()
     table = ptbxl.load_ptbxl_table(_PTBXL.value)
     others = None if _OTHERS.value < 0 else _OTHERS.value
     load = functools.partial(training_records.load_records, _PTBXL.value, fs=_FS.value, workers=_WORKERS.value)
-    cache = lambda name: (os.path.join(workdir, f"records_{name}_{_FS.value:g}hz_{others}_{_SEED.value}_"  # noqa: E731
-                                       f"{'-'.join(_LEADS.value)}.npz") if _CACHE.value else None)
-    train, cached = training_records.cached_records(cache("train"), lambda: load(
+    train, cached = training_records.cached_records(_cache(workdir, "train"), lambda: load(
         training_records.select_records(table, TRAIN_FOLDS, others, rng), leads=_LEADS.value))
-    val_records, _ = training_records.cached_records(cache("val"), lambda: load(
+    val_records, _ = training_records.cached_records(_cache(workdir, "val"), lambda: load(
         training_records.select_records(table, VAL_FOLDS, None, rng), leads=("II",)))
-    labelled = time.perf_counter() - began
-    val = sampling.fixed_crops(val_records, "II", _WINDOW_S.value)
-    length = val.windows.shape[1]
-    val = train_heads.HeadData.concatenate([val, train_heads.noise_windows(len(val) // 25, length, 1, _FS.value, rng)])
-    log(f"{len(train)} train / {len(val)} val records labelled in {labelled:.0f}s; {_group_counts(train)}")
-    sampler = sampling.CropSampler(train, _WINDOW_S.value, group_fractions=tuple(map(float, _GROUPS.value)))
-    encoder_config = {"name": "resnet18", "chan_start": _CHAN_START.value, "in_leads": 1, "num_samples": length}
-    model = train_heads.train_heads(sampler, val, encoder_config=encoder_config, fs=_FS.value, leads=("II",),
-                                    window_s=_WINDOW_S.value, steps=_STEPS.value, batch_size=_BATCH.value,
-                                    learning_rate=_LR.value, seed=_SEED.value, log_every=250, log=log)
-    model.save(model_dir)
+    samplers = {"ptbxl": _crops(train)}
+    val = [sampling.fixed_crops(val_records, "II", _WINDOW_S.value)]
     info = {"train": _group_counts(train), "val_records": len(val_records), "val_af": int(val_records.af.sum()),
-            "leads": list(train.leads), "group_fractions": list(sampler.group_fractions),
-            "label_agreement": _label_agreement(train), "labelling_s": labelled, "labels_cached": cached,
-            "training_s": time.perf_counter() - began - labelled, "steps": _STEPS.value, "batch_size": _BATCH.value,
+            "leads": list(train.leads), "group_fractions": list(samplers["ptbxl"].group_fractions),
+            "label_agreement": _label_agreement(train), "labels_cached": cached}
+    if _CINC.value:
+        cinc_train, cinc_val = _cinc_records(workdir, "train"), _cinc_records(workdir, "val")
+        samplers["cinc"] = _crops(cinc_train)
+        val.append(sampling.fixed_crops(cinc_val, "I", _WINDOW_S.value))
+        info.update(cinc_train=_group_counts(cinc_train), cinc_val_pieces=len(cinc_val))
+    length = val[0].windows.shape[1]
+    val = train_heads.HeadData.concatenate(val)
+    val = train_heads.HeadData.concatenate([val, train_heads.noise_windows(len(val) // 25, length, 1, _FS.value, rng)])
+    info["labelling_s"] = time.perf_counter() - began
+    log(f"{len(train)} PTB-XL train records, {len(val)} validation windows labelled in {info['labelling_s']:.0f}s; "
+        f"{_group_counts(train)}" + (f"; CinC {info['cinc_train']}" if "cinc" in samplers else ""))
+    return samplers, val, info
+
+
+def _mixed(samplers: dict, extra=None, shares=None) -> sampling.MixedSampler:
+    """The PTB-XL (+ CinC) samplers, and `extra` after them, at `shares` (default --source_shares)."""
+    chosen = [samplers["ptbxl"], *([samplers["cinc"]] if "cinc" in samplers else []), *([extra] if extra else [])]
+    names = ["ptbxl", *(["cinc"] if "cinc" in samplers else []), *(["mitdb"] if extra else [])]
+    given = dict(zip(["ptbxl", "cinc", "mitdb"], map(float, shares or _SHARES.value)))
+    return sampling.MixedSampler(tuple(chosen), tuple(given.get(n, 0.0) for n in names))
+
+
+def train_or_load(workdir: str, samplers: dict, val, info: dict, log=print):
+    """The base model (PTB-XL, + CinC): <workdir>/base (before MIT-BIH fine-tuning), trained unless
+    it is there and --retrain is not given."""
+    model_dir = os.path.join(workdir, "base")
+    trained = is_saved(model_dir) and os.path.isfile(os.path.join(workdir, "training.json"))
+    if trained and not _RETRAIN.value:
+        log(f"loading {model_dir}")
+        with open(os.path.join(workdir, "training.json")) as f:
+            return loader.load_trained(str(model_dir)), {**json.load(f), "reused": True}
+    began = time.perf_counter()
+    length = val.windows.shape[1]
+    encoder_config = {"name": "resnet18", "chan_start": _CHAN_START.value, "in_leads": 1, "num_samples": length}
+    model = train_heads.train_heads(_mixed(samplers), val, encoder_config=encoder_config, fs=_FS.value,
+                                    leads=("II",), window_s=_WINDOW_S.value, steps=_STEPS.value,
+                                    batch_size=_BATCH.value, learning_rate=_LR.value, seed=_SEED.value,
+                                    log_every=250, log=log)
+    model.save(model_dir)
+    info = {**info, "training_s": time.perf_counter() - began, "steps": _STEPS.value, "batch_size": _BATCH.value,
             "encoder": encoder_config, "fs": _FS.value, "workers": _WORKERS.value, "crop_s": _WINDOW_S.value,
+            "source_shares": list(map(float, _SHARES.value)), "cinc": _CINC.value,
             "val": model.history[-1].get("val", {})}
     with open(os.path.join(workdir, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
     return model, info
 
 
-def score_records(annotation_dir: str, mitdb: str, window_s: float, stride_s: float) -> pd.DataFrame:
-    """One row per window of every record: predicted tracks next to the reference tracks."""
+def finetune_on_records(base, samplers: dict, pieces: training_records.RecordSet, val, seed: int, log=print):
+    """`base` trained --mitdb_steps further on crops of `pieces` (MIT-BIH) beside PTB-XL / CinC, at a
+    quarter of the base learning rate; the AF threshold chosen again on the validation windows."""
+    return train_heads.train_heads(_mixed(samplers, _crops(pieces), _MITDB_SHARES.value), val,
+                                   encoder_config=base.encoder_config, fs=base.fs, leads=base.leads,
+                                   window_s=base.window_s, steps=_MITDB_STEPS.value, batch_size=_BATCH.value,
+                                   learning_rate=_LR.value / 4, seed=seed, log_every=_MITDB_STEPS.value, log=log,
+                                   start=base)
+
+
+def leave_one_record_out(base, samplers: dict, val, pieces, annotation_dir: str, window_s: float,
+                         log=print) -> dict:
+    """For each MIT-BIH record: the base fine-tuned on the pieces of the other records annotates it
+    (into `annotation_dir`); returns {record name: that model's AF threshold}. Records already
+    annotated there (thresholds.json) are kept: a killed run goes on where it stopped."""
+    paths = record_paths(_MITDB.value)
+    done_file = os.path.join(annotation_dir, "thresholds.json")
+    thresholds = json.loads(pathlib.Path(done_file).read_text()) if os.path.isfile(done_file) else {}
+    for index, path in enumerate(paths):
+        name = os.path.basename(path)
+        if name in thresholds and os.path.isfile(os.path.join(annotation_dir, f"{name}.csv")):
+            continue
+        log(f"leave-one-record-out: fine-tuning without {name}")
+        model = finetune_on_records(base, samplers, pieces.subset(pieces.ecg_ids != index), val,
+                                    _SEED.value + 1 + index, log)
+        apply.annotate_with_model(model, path, annotation_dir, window_s=window_s, stride_s=window_s,
+                                  batch_size=128, plot=False)
+        thresholds[name] = apply.af_threshold(model)
+        pathlib.Path(done_file).write_text(json.dumps(thresholds, indent=1))
+    return thresholds
+
+
+def cinc_test_scores(model, workdir: str) -> dict:
+    """AF AUROC on CinC 2017's test split (records no model here trained on): one centred crop per
+    10 s piece of lead I, AF pieces against those of other rhythms (O), of normal rhythm (N), of
+    both; and per record (mean over its pieces)."""
+    pieces = _cinc_records(workdir, "test")
+    af = model.predict(sampling.fixed_crops(pieces, "I", model.window_s).windows)[train_heads.AF_KEY]
+    labels = np.array(["A" if g == training_records.AF else "O" if g == training_records.CONFOUNDER else "N"
+                       for g in pieces.group])
+    frame = pd.DataFrame({"record": pieces.ecg_ids, "label": labels, "af": af})
+    records = frame.groupby("record").agg(label=("label", "first"), af=("af", "mean"))
+    out = {"pieces": len(frame), "records": len(records)}
+    for level, table in (("piece", frame), ("record", records)):
+        positive = table.loc[table["label"] == "A", "af"].values
+        for against, chosen in (("O", ["O"]), ("N", ["N"]), ("N+O", ["N", "O"])):
+            out[f"{level} AUROC A vs {against}"] = _auroc(positive, table.loc[table["label"].isin(chosen), "af"].values)
+    out["A / O / N pieces"] = [int((labels == c).sum()) for c in "AON"]
+    return out
+
+
+def score_records(annotation_dir: str, mitdb: str, window_s: float, stride_s: float,
+                  af_threshold: float | dict = 0.5) -> pd.DataFrame:
+    """One row per window of every record: predicted tracks next to the reference tracks, and the AF
+    threshold of the model that annotated it (`af_threshold`: one, or {record name: threshold})."""
     frames = []
     for path in record_paths(mitdb):
         name = os.path.basename(path)
@@ -151,19 +266,21 @@ def score_records(annotation_dir: str, mitdb: str, window_s: float, stride_s: fl
         tracks["record"] = name
         tracks["ref_af"] = ref["af"]
         tracks["ref_hr_bpm"] = ref["hr_bpm"]
+        tracks["rhythm_group"] = ref["rhythm_group"]
+        tracks["af_threshold"] = af_threshold[name] if isinstance(af_threshold, dict) else af_threshold
         frames.append(tracks)
     return pd.concat(frames, ignore_index=True)
 
 
-def _af_scores(frame, threshold: float) -> dict:
+def _af_scores(frame) -> dict:
     """AUROC of the AF track, the specificity at sensitivity AF_SENSITIVITY read off this frame's own ROC
-    (a property of the ranking, no threshold carried), and sensitivity / specificity at `threshold`
-    (chosen on PTB-XL validation)."""
+    (a property of the ranking, no threshold carried), and sensitivity / specificity at each window's
+    'af_threshold' (chosen on validation windows by the model that annotated it)."""
     ok = frame["valid"].astype(bool) & frame["af_prob"].notna()
     y, p = frame.loc[ok, "ref_af"].values, frame.loc[ok, "af_prob"].values
     both = len(np.unique(y)) == 2
     own = rates_at_threshold(y, p, threshold_at_sensitivity(y, p, train_heads.AF_SENSITIVITY))
-    carried = rates_at_threshold(y, p, threshold)
+    carried = rates_at_threshold(y, p - frame.loc[ok, "af_threshold"].values, 0.0)
     return {"AF AUROC": float(roc_auc_score(y, p)) if both else float("nan"),
             f"spec@sens{train_heads.AF_SENSITIVITY:g}": own["specificity"] if both else float("nan"),
             "AF sens@thr": carried["sensitivity"], "AF spec@thr": carried["specificity"]}
@@ -181,14 +298,38 @@ def _class_accuracy(frame):
     return float(np.mean(probs[ok].argmax(1) == truth)) if ok.any() else float("nan")
 
 
-def summarise(scores: pd.DataFrame, af_threshold: float) -> pd.DataFrame:
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name, frame in [*scores.groupby("record", sort=True), ("pooled", scores)]:
         rows.append({"record": name, "windows": len(frame), "invalid": int((~frame["valid"].astype(bool)).sum()),
-                     "AF windows": int(frame["ref_af"].sum()), **_af_scores(frame, af_threshold),
+                     "AF windows": int(frame["ref_af"].sum()), **_af_scores(frame),
                      "HR MAE model (bpm)": _mae(frame, "heart_rate"), "HR MAE QRS (bpm)": _mae(frame, "qrs_hr_bpm"),
                      "HR class acc.": _class_accuracy(frame)})
     return pd.DataFrame(rows)
+
+
+HARD_RECORD = "119"  # MIT-BIH's ectopy-heavy record in ../shared (bigeminy, trigeminy, no AF)
+
+
+def _auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    if not (positive.size and negative.size):
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.ones(positive.size), np.zeros(negative.size)], np.r_[positive, negative]))
+
+
+def by_rhythm(scores: pd.DataFrame) -> pd.DataFrame:
+    """AF AUROC of every AF window against the non-AF windows of each reference rhythm group (and
+    of record 119), with the share of those windows flagged AF at their model's threshold."""
+    ok = scores[scores["valid"].astype(bool) & scores["af_prob"].notna()]
+    positive = ok.loc[ok["ref_af"] == 1, "af_prob"].values
+    negative = ok[ok["ref_af"] == 0]
+    groups = [(g, negative[negative["rhythm_group"] == g]) for g in reference.RHYTHM_GROUPS[1:]]
+    groups.append((f"record {HARD_RECORD}, all", negative[negative["record"].astype(str) == HARD_RECORD]))
+    return pd.DataFrame([{"non-AF windows": name, "windows": len(frame),
+                          "AUROC against all AF windows": _auroc(positive, frame["af_prob"].values),
+                          "flagged AF at thr.": (float(np.mean(frame["af_prob"] >= frame["af_threshold"]))
+                                                 if len(frame) else float("nan"))}
+                         for name, frame in groups])
 
 
 def _cell(value) -> str:
@@ -206,13 +347,43 @@ def _kept_ablation(path) -> str:
     return text[text.index(ABLATION):].rstrip() + "\n" if ABLATION in text else ""
 
 
-def write_report(path, summary, info, annotate_s, total_s, command, af_threshold):
+RUN_TITLES = {
+    "leave-one-record-out": "the base model fine-tuned on the other seven MIT-BIH records (leave-one-record-out): "
+                            "how the saved model (fine-tuned on all eight) does on a record it never saw",
+    "base": "the base model (PTB-XL + CinC 2017, no MIT-BIH)",
+}
+
+
+def _mitdb_tables(runs: dict) -> str:
+    parts = []
+    for name, scores in runs.items():
+        summary, groups = summarise(scores), by_rhythm(scores)
+        parts += [f"### {RUN_TITLES.get(name, name)}", "",
+                  markdown.table(summary.columns, summary.itertuples(index=False), _cell), "",
+                  "Non-AF windows by reference rhythm, each against every AF window of the eight records:", "",
+                  markdown.table(groups.columns, groups.itertuples(index=False), _cell), ""]
+    return "\n".join(parts)
+
+
+def _cinc_table(cinc: dict) -> str:
+    if not cinc:
+        return "(not run: --cinc='')"
+    keys = [k for k in next(iter(cinc.values())) if "AUROC" in k]
+    rows = [[name, *[cinc[name][k] for k in keys]] for name in cinc]
+    counts = next(iter(cinc.values()))
+    return (f"{counts['records']} records, {counts['pieces']} pieces of 10 s (A / O / N: {counts['A / O / N pieces']}); "
+            f"one centred {8:g} s crop per piece; per record: mean over its pieces.\n\n"
+            + markdown.table(["model", *keys], rows, _cell))
+
+
+def write_report(path, runs, info, annotate_s, total_s, command, af_threshold):
     cpu = cpu_model()
     agreement = "\n".join(f"- {code} ({v['records']} records): " +
                           ", ".join(f"{k} {v[k]}" for k in HEART_RATE_CLASSES)
                           for code, v in info.get("label_agreement", {}).items())
     train, sens = info.get("train", {}), train_heads.AF_SENSITIVITY
-    windows = summary.iloc[-1]["windows"]
+    windows = len(next(iter(runs.values())))
+    cinc_train = info.get("cinc_train")
     text = f"""# Continuous annotation of MIT-BIH telemetry: AF and heart-rate tracks
 
 Command: `{command}`
@@ -220,9 +391,9 @@ Command: `{command}`
 Hardware: {cpu.strip()} ({os.cpu_count()} cores, shared with other jobs; CPU only), Python {platform.python_version()}.
 Wall time: labelling {info.get('labelling_s', 0):.0f} s ({'read from the records cache of an earlier run' if info.get('labels_cached') else f"reading PTB-XL, QRS detection in {info.get('workers')} processes"}), training
 {info.get('training_s', 0):.0f} s ({info.get('steps')} steps of {info.get('batch_size')} crops, sampled and augmented
-on the fly), annotation of {windows} windows ({windows * float(info.get('annotate_window_s', 10)) / 3600:.1f} h of
+on the fly), MIT-BIH fine-tuning (nine models) {info.get('mitdb_s', 0):.0f} s, annotation by the base model of {windows} windows ({windows * float(info.get('annotate_window_s', 10)) / 3600:.1f} h of
 2-lead 360 Hz ECG) {annotate_s:.0f} s, script total {total_s:.0f} s
-({'model loaded from --workdir, trained by an earlier run of the same command' if info.get('reused') else 'labelling + training + annotation'}).
+({'base model loaded from --workdir, trained by an earlier run of the same command' if info.get('reused') else 'labelling + training + fine-tuning + annotation'}).
 
 ## Model and training data
 
@@ -234,39 +405,54 @@ AFIB statement), heart-rate class (001: bradycardia < 60, normal, tachycardia > 
 Training records: PTB-XL folds 1-7, all of them ({train.get('records')}: {train.get('af')} AF,
 {train.get('confounder_records')} AF-negative records with a rhythm AF is mistaken for, by code
 {train.get('confounder_codes')}; atrial flutter is a negative, as MIT-BIH's reference keeps '(AFL' apart
-from '(AFIB'). Every step draws a fresh batch (ecgjax.annotate.sampling.CropSampler): shares
+from '(AFIB'), and {f"CinC 2017's train split (10 s pieces of the hand-held lead: {cinc_train['records']}, {cinc_train['af']} AF, {cinc_train['confounder_records']} of other rhythms 'O'; '~' left out)" if cinc_train else "no CinC records"},
+at batch shares {info.get('source_shares')} (ecgjax.annotate.rhythm_records, sampling.MixedSampler).
+Every step draws a fresh batch (ecgjax.annotate.sampling.CropSampler): shares
 {info.get('group_fractions')} of other / confounder / AF records (rare confounder codes drawn more often),
-one random {info.get('crop_s'):g} s crop of one random lead of {info.get('leads')} (II a third of the time),
-gain 0.4-2.5x, baseline wander, white noise, then the band-pass; the crop's bpm and class are
-recomputed from the beats inside the crop; 3 % synthetic no-ECG windows for the noise class.
+one random {info.get('crop_s'):g} s crop of one random lead of {info.get('leads')} (II a third of the time)
+or of CinC's one lead, gain 0.4-2.5x, baseline wander, white noise, then the band-pass; the crop's bpm
+and class are recomputed from the beats inside the crop; 3 % synthetic no-ECG windows for the noise class.
+
+MIT-BIH fine-tuning ({info.get('mitdb_steps')} steps, a quarter of the learning rate, batch shares
+{info.get('mitdb_shares')} of PTB-XL / CinC / MIT-BIH crops): the MIT-BIH records cut into 10 s pieces of
+MLII, a piece AF when '(AFIB' covers all of it, AF-negative when no AF touches it (with the codes of
+its rhythm and beats: bigeminy, flutter, nodal, ventricular beats ...), left out otherwise:
+{info.get('mitdb_pieces')}. The saved model is fine-tuned on all eight records; its figures below are
+those of eight models each fine-tuned without the record it annotates.
 
 Validation (PTB-XL fold 8, all {info.get('val_records')} records, {info.get('val_af')} AF, lead II,
-centred crop): {json.dumps({k: round(v, 4) for k, v in info.get('val', {}).items()})}.
-The AF threshold {af_threshold:.4f} is the one giving sensitivity {sens:g} on this validation fold; it is
-carried unchanged to MIT-BIH (and into the model's history, where annotate.apply reads it for the
-'(AFIB' labels of the WFDB output).
+centred crop{f", and CinC's val split, {info.get('cinc_val_pieces')} pieces" if cinc_train else ""}): {json.dumps({k: round(v, 4) for k, v in info.get('val', {}).items()})}.
+The AF threshold (base model: {af_threshold:.4f}) is the one giving sensitivity {sens:g} on these
+validation windows, chosen again after each fine-tuning; it is carried unchanged to MIT-BIH (and
+into the model's history, where annotate.apply reads it for the '(AFIB' labels of the WFDB output).
 
 Automatic heart-rate labels of whole training records against the cardiologists' rhythm statements:
 {agreement}
 
 ## MIT-BIH records (window {info.get('annotate_window_s'):g} s, stride {info.get('annotate_window_s'):g} s, MLII = lead II, 360 -> {info.get('fs'):g} Hz)
 
-These records are the test: no choice above was tuned on them. AF reference: '(AFIB' covers more than
-half of the window (rhythm annotations of the .atr file; '(AFL' flutter, '(SVTA', '(NOD', bigeminy
-... count as AF-negative). "AF AUROC" is undefined (nan) for records without AF;
-"spec@sens{sens:g}" is the specificity at sensitivity {sens:g} on the pooled (or the record's) own ROC, a
-property of the ranking; "AF sens@thr" / "AF spec@thr" use the threshold chosen on PTB-XL. Heart-rate
-reference: mean instantaneous rate (60 / RR) of the reference beats inside the window. "HR MAE model"
-is the network's bpm head, "HR MAE QRS" the detector track (qrs_hr_bpm); "HR class acc." the 4-class
-head against the class of the reference rate. Windows flagged invalid (gap, flat lead, saturation) are
-excluded and counted.
+AF reference: '(AFIB' covers more than half of the window (rhythm annotations of the .atr file;
+'(AFL' flutter, '(SVTA', '(NOD', bigeminy ... count as AF-negative). "AF AUROC" is undefined (nan)
+for records without AF; "spec@sens{sens:g}" is the specificity at sensitivity {sens:g} on the pooled (or
+the record's) own ROC, a property of the ranking; "AF sens@thr" / "AF spec@thr" use the threshold
+chosen on the validation windows. Heart-rate reference: mean instantaneous rate (60 / RR) of the
+reference beats inside the window. "HR MAE model" is the network's bpm head, "HR MAE QRS" the
+detector track (qrs_hr_bpm); "HR class acc." the 4-class head against the class of the reference
+rate. Windows flagged invalid (gap, flat lead, saturation) are excluded and counted. Rhythm groups
+of the non-AF windows (ecgjax.annotate.reference.rhythm_groups): flutter, SVT, nodal when '(AFL',
+'(SVTA', '(NOD' or '(AB' touches the window; else ventricular ectopy when bigeminy, trigeminy, VT or a
+ventricular beat is in it; else sinus ('(N' only); other: AF in less than half of the window.
 
-{markdown.table(summary.columns, summary.itertuples(index=False), _cell)}
+{_mitdb_tables(runs)}
 
-Notes: one training seed, no pretrained encoder, no confidence intervals (window-level scores of
-consecutive windows are correlated; 3 AF records). None of these records has a gap, flat lead or
-clipped stretch in MLII long enough to be flagged; tests/test_annotate_cli.py checks that such windows
-are marked and get NaN outputs.
+Notes: one training seed, no confidence intervals (window-level scores of consecutive windows are
+correlated; 3 AF records). None of these records has a gap, flat lead or clipped stretch in MLII long
+enough to be flagged; tests/test_annotate_cli.py checks that such windows are marked and get NaN
+outputs.
+
+## CinC 2017 test split: AF against other rhythms on records no model here trained on
+
+{_cinc_table(info.get('cinc_test', {}))}
 
 {_kept_ablation(path)}"""
     with open(path, "w") as f:
@@ -276,24 +462,42 @@ are marked and get NaN outputs.
 def main(argv):
     del argv
     began = time.perf_counter()
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    model, info = train_or_load(_WORKDIR.value)
-    window_s = _ANNOTATE_S.value or model.window_s
-    info.update(annotate_window_s=window_s)
-    annotation_dir = os.path.join(_WORKDIR.value, "annotations")
+    workdir = _WORKDIR.value
+    os.makedirs(workdir, exist_ok=True)
+    samplers, val, info = training_data(workdir)
+    base, info = train_or_load(workdir, samplers, val, info)
+    window_s = _ANNOTATE_S.value or base.window_s
+    info.update(annotate_window_s=window_s, mitdb_steps=_MITDB_STEPS.value,
+                mitdb_shares=list(map(float, _MITDB_SHARES.value)))
     t = time.perf_counter()
-    status = apply.annotate_with_model(model, _MITDB.value, annotation_dir, window_s=window_s, stride_s=window_s,
-                                       batch_size=128)
+    base_dir = os.path.join(workdir, "annotations_base")
+    print(apply.annotate_with_model(base, _MITDB.value, base_dir, window_s=window_s, stride_s=window_s,
+                                    batch_size=128, plot=False))
     annotate_s = time.perf_counter() - t
-    print(status)
-    threshold = apply.af_threshold(model)
-    scores = score_records(annotation_dir, _MITDB.value, window_s, window_s)
-    scores.to_csv(os.path.join(_WORKDIR.value, "scores.csv"), index=False)
-    summary = summarise(scores, threshold)
-    print(summary.to_string())
-    report = _REPORT.value or os.path.join(_WORKDIR.value, "telemetry.md")
-    write_report(report, summary, info, annotate_s, time.perf_counter() - began, "python " + " ".join(sys.argv),
-                 threshold)
+    runs = {"base": score_records(base_dir, _MITDB.value, window_s, window_s, apply.af_threshold(base))}
+    final = base
+    if _MITDB_STEPS.value:
+        t = time.perf_counter()
+        pieces = rhythm_records.load_annotated_records(record_paths(_MITDB.value), fs=base.fs, piece_s=10.0)
+        info["mitdb_pieces"] = _group_counts(pieces)
+        loro_dir = os.path.join(workdir, "annotations_loro")
+        thresholds = leave_one_record_out(base, samplers, val, pieces, loro_dir, window_s)
+        runs["leave-one-record-out"] = score_records(loro_dir, _MITDB.value, window_s, window_s, thresholds)
+        final = finetune_on_records(base, samplers, pieces, val, _SEED.value)
+        info["mitdb_s"] = time.perf_counter() - t
+    final.save(os.path.join(workdir, "model"))
+    for name, scores in runs.items():
+        scores.to_csv(os.path.join(workdir, f"scores_{name}.csv"), index=False)
+    cinc = {name: cinc_test_scores(m, workdir) for name, m in (("base", base), ("model", final))} if _CINC.value else {}
+    info["cinc_test"] = cinc
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(info, f, indent=1, default=str)
+    for name, scores in runs.items():
+        print(name, summarise(scores).to_string(), by_rhythm(scores).to_string(), sep="\n")
+    print(json.dumps(cinc, indent=1))
+    report = _REPORT.value or os.path.join(workdir, "telemetry.md")
+    write_report(report, runs, info, annotate_s, time.perf_counter() - began, "python " + " ".join(sys.argv),
+                 apply.af_threshold(base))
     print(f"report: {report}")
 
 

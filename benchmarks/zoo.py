@@ -78,8 +78,8 @@ def annotator_figures(model: api.Model, mitdb: str) -> dict:
         window_s = model.window_s
         apply.annotate_with_model(model.trained, mitdb, out, window_s=window_s, stride_s=window_s, batch_size=128,
                                   plot=False)
-        scores = telemetry.score_records(out, mitdb, window_s, window_s)
-    summary = telemetry.summarise(scores, apply.af_threshold(model.trained))
+        scores = telemetry.score_records(out, mitdb, window_s, window_s, apply.af_threshold(model.trained))
+    summary = telemetry.summarise(scores)
     return {"window_s": window_s, "af_threshold": apply.af_threshold(model.trained),
             "per_record": json.loads(summary.to_json(orient="records"))}
 

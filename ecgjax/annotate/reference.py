@@ -38,6 +38,37 @@ def reference_af_label(rhythms, starts: np.ndarray, length: int, *, min_fraction
     return (rhythm_fraction(rhythms, labels, starts, length) > min_fraction).astype(np.int64)
 
 
+# Reference rhythm groups of a window, to see which non-AF rhythms an AF track confuses with AF.
+RHYTHM_GROUPS = ("AF", "sinus", "ventricular ectopy", "flutter, SVT, nodal", "other")
+_VENTRICULAR_RHYTHMS, _VENTRICULAR_BEATS = {"B", "T", "VT", "IVR", "VFL"}, {"V", "E", "F"}
+_SUPRAVENTRICULAR = {"AFL", "SVTA", "NOD", "AB"}
+
+
+def rhythm_groups(ref, starts: np.ndarray, length: int, af: np.ndarray) -> np.ndarray:
+    """[num_windows] one of RHYTHM_GROUPS per window: 'AF' where `af`; else 'flutter, SVT, nodal'
+    when any of AFL / SVTA / NOD / AB touches the window, else 'ventricular ectopy' when bigeminy,
+    trigeminy, VT or a ventricular beat is in it, else 'sinus' (rhythm N only), else 'other'.
+
+    ref: readers.Annotations of the record; starts, length: the windows in its samples.
+    """
+    groups = []
+    for start, is_af in zip(np.asarray(starts, np.int64), af):
+        stop = start + length
+        labels = {label for begin, end, label in ref.rhythms if end > start and begin < stop}
+        inside = (ref.beat_samples >= start) & (ref.beat_samples < stop)
+        if is_af:
+            groups.append("AF")
+        elif labels & _SUPRAVENTRICULAR:
+            groups.append("flutter, SVT, nodal")
+        elif labels & _VENTRICULAR_RHYTHMS or set(ref.beat_symbols[inside]) & _VENTRICULAR_BEATS:
+            groups.append("ventricular ectopy")
+        elif labels <= {"N"}:
+            groups.append("sinus")
+        else:
+            groups.append("other")
+    return np.asarray(groups, dtype=object)
+
+
 def reference_af_spans(record_path: str, *, labels=AF_LABELS) -> list[tuple[float, float]] | None:
     """(start_s, end_s) of every reference AF episode in the record's .atr file, or None when the
     record has no .atr beside it."""
@@ -52,18 +83,20 @@ def reference_tracks(record_path: str, window_s: float, stride_s: float, *, min_
     """Per-window reference tracks on the same window grid as `annotate_recording`.
 
     Returns dict of [num_windows]: 'start_s', 'end_s', 'af' (0/1), 'af_fraction', 'hr_bpm' (from the
-    reference beats, NaN with fewer than 2 beats).
+    reference beats, NaN with fewer than 2 beats), 'rhythm_group' (rhythm_groups).
     """
     ref = read_annotations(record_path)
     length = window_length(ref.fs, window_s)
     starts = window_starts(ref.num_samples, ref.fs, window_s, stride_s)
     fraction = rhythm_fraction(ref.rhythms, af_labels, starts, length)
+    af = reference_af_label(ref.rhythms, starts, length, min_fraction=min_af_fraction, labels=af_labels)
     return {
         "start_s": starts / ref.fs,
         "end_s": (starts + length) / ref.fs,
-        "af": reference_af_label(ref.rhythms, starts, length, min_fraction=min_af_fraction, labels=af_labels),
+        "af": af,
         "af_fraction": fraction,
         "hr_bpm": heart_rate_from_beats(ref.beat_samples, ref.fs, starts, length),
+        "rhythm_group": rhythm_groups(ref, starts, length, af),
     }
 
 

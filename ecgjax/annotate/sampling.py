@@ -83,6 +83,8 @@ class CropSampler:
     def __call__(self, rng: np.random.Generator, batch_size: int) -> HeadData:
         num_noise = int(rng.binomial(batch_size, self.noise_fraction))
         num = batch_size - num_noise
+        if not num:  # a share of a mixed batch small enough to be all noise
+            return noise_windows(num_noise, self.length, 1, self.records.fs, rng, band_hz=self.band_hz)
         groups = rng.choice(3, num, p=self._group_p)
         rows = np.array([rng.choice(self._members[g], p=self._member_p[g]) for g in groups], np.int64)
         columns = rng.choice(self._columns, num, p=self._column_p)
@@ -111,3 +113,26 @@ def fixed_crops(records: RecordSet, lead: str, crop_s: float, *, band_hz=(0.5, 4
     windows = crops.crop_windows(whole[:, :, None], rows, np.zeros(len(records), np.int64), starts, length)
     bpm = crops.crop_heart_rate(records.beats, rows, starts, length, records.fs, records.beat_fs)
     return HeadData(windows[:, :, None], records.af.copy(), heart_rate_class(bpm), bpm)
+
+
+@dataclasses.dataclass
+class MixedSampler:
+    """sampler(rng, batch_size) -> HeadData: each batch drawn from several samplers (CropSamplers of
+    PTB-XL, CinC 2017, MIT-BIH pieces) in `shares` (renormalised), the counts drawn multinomially so
+    every source is seen at its share over the steps; windows must agree in length and leads."""
+
+    samplers: tuple
+    shares: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.samplers) != len(self.shares) or not self.samplers:
+            raise ValueError(f"{len(self.samplers)} samplers but {len(self.shares)} shares")
+        shares = np.asarray(self.shares, np.float64)
+        if (shares < 0).any() or not shares.sum() > 0:
+            raise ValueError(f"shares must be >= 0 with a positive sum, got {self.shares}")
+        self._p = shares / shares.sum()
+
+    def __call__(self, rng: np.random.Generator, batch_size: int) -> HeadData:
+        counts = rng.multinomial(batch_size, self._p)
+        return HeadData.concatenate([sampler(rng, int(n)) for sampler, n in zip(self.samplers, counts) if n])
+

@@ -153,19 +153,25 @@ def fixed_window_sampler(data: HeadData, af_pos_fraction: float = 0.3) -> BatchS
 def train_heads(train: HeadData | BatchSampler, val: HeadData | None, *, encoder_config: dict, fs: float,
                 leads, window_s: float, band_hz=(0.5, 40.0), encoder_variables=None, steps: int = 600,
                 batch_size: int = 64, learning_rate: float = 2e-3, weight_decay: float = 1e-4,
-                af_pos_fraction: float = 0.3, seed: int = 0, log_every: int = 100, log=print) -> TrainedModel:
+                af_pos_fraction: float = 0.3, seed: int = 0, log_every: int = 100, log=print,
+                start: TrainedModel | None = None) -> TrainedModel:
     """Fine-tunes encoder + three heads (AdamW, cosine decay); returns the trained model.
 
     train: a sampler `(rng, batch_size) -> HeadData` drawing fresh windows [batch_size, window_s * fs,
       len(leads)] every step (sampling.CropSampler), or fixed windows (HeadData, sampled by
       fixed_window_sampler with `af_pos_fraction` AF-positive windows per batch).
     encoder_variables: optional pretrained {'params', 'batch_stats'} of the encoder (else random init).
+    start: an annotation model to train further (its encoder and heads; its input, window and
+      band-pass are kept, and the arguments naming them ignored), e.g. on data of another kind.
     The history records the losses every `log_every` steps and, with `val`, its scores at the end
     (evaluate_heads, including the AF threshold for AF_SENSITIVITY on `val`).
     """
     rng = np.random.default_rng(seed)
-    model = annotation_model(encoder_config, fs=fs, leads=leads, window_s=window_s, band_hz=band_hz,
-                             encoder_variables=encoder_variables, seed=seed)
+    if start is None:
+        model = annotation_model(encoder_config, fs=fs, leads=leads, window_s=window_s, band_hz=band_hz,
+                                 encoder_variables=encoder_variables, seed=seed)
+    else:
+        model = dataclasses.replace(start, history=list(start.history), thresholds=dict(start.thresholds))
     params, batch_stats = model.variables["params"], model.variables.get("batch_stats", {})
     optimizer = Optimizer(learning_rate, weight_decay, warmup_steps=max(steps // 20, 1), decay_steps=steps)
     tx, step = train_step(model.encoder_config, model.heads, optimizer, with_batch_stats=bool(batch_stats))

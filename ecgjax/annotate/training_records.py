@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 AF_CODE = "AFIB"
 # SCP statements of rhythms an AF detector confuses with AF. Atrial flutter is not AF: MIT-BIH's
 # reference marks it '(AFL', apart from '(AFIB', and the AF track is scored against '(AFIB' only.
-CONFOUNDER_CODES = ("AFLT", "SVTAC", "PSVT", "SVARR", "SARRH", "PACE", "PVC", "PAC", "BIGU", "TRIGU")
+# OTHER_RHYTHM is CinC 2017's 'other rhythm' class (rhythm_records), never a PTB-XL statement.
+CONFOUNDER_CODES = ("AFLT", "SVTAC", "PSVT", "SVARR", "SARRH", "PACE", "PVC", "PAC", "BIGU", "TRIGU", "OTHER_RHYTHM")
 # Single-lead inputs the heads train on: limb leads near MIT-BIH's MLII and the chest leads its
 # second channel (V1, V2, V5) and other telemetry carry.
 TRAIN_LEADS = ("I", "II", "III", "aVF", "V1", "V2", "V5")
@@ -62,6 +63,13 @@ class RecordSet:
 
     def __len__(self):
         return self.signals.shape[0]
+
+    def subset(self, index) -> "RecordSet":
+        """The records at `index` (a boolean mask or integer indices)."""
+        rows = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+        return dataclasses.replace(self, signals=self.signals[rows], beats=[self.beats[i] for i in rows],
+                                   af=self.af[rows], group=self.group[rows], codes=[self.codes[i] for i in rows],
+                                   ecg_ids=self.ecg_ids[rows])
 
     def lead_index(self, lead: str) -> int:
         return self.leads.index(canonical_lead_name(lead))
