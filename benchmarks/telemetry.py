@@ -107,10 +107,11 @@ def _group_counts(records: training_records.RecordSet) -> dict:
             "confounder_codes": confounders}
 
 
-def _cache(workdir: str, name: str) -> str | None:
+def _cache(workdir: str | None, name: str) -> str | None:
+    """Where labelled records of `name` are cached in `workdir` (None: not cached)."""
     others = None if _OTHERS.value < 0 else _OTHERS.value
     return (os.path.join(workdir, f"records_{name}_{_FS.value:g}hz_{others}_{_SEED.value}_{'-'.join(_LEADS.value)}.npz")
-            if _CACHE.value else None)
+            if _CACHE.value and workdir else None)
 
 
 def cinc_split(root: str) -> dict[str, list[str]]:
@@ -121,7 +122,7 @@ def cinc_split(root: str) -> dict[str, list[str]]:
     return {split: [i for i, n in zip(ids, names) if n == split] for split in ("train", "val", "test")}
 
 
-def _cinc_records(workdir: str, split: str) -> training_records.RecordSet:
+def _cinc_records(workdir: str | None, split: str) -> training_records.RecordSet:
     ids = cinc_split(_CINC.value)[split]
     records, _ = training_records.cached_records(
         _cache(workdir, f"cinc_{split}"), lambda: rhythm_records.load_cinc_records(_CINC.value, ids, fs=_FS.value))
@@ -216,6 +217,7 @@ def leave_one_record_out(base, samplers: dict, val, pieces, annotation_dir: str,
     paths = record_paths(_MITDB.value)
     done_file = os.path.join(annotation_dir, "thresholds.json")
     thresholds = json.loads(pathlib.Path(done_file).read_text()) if os.path.isfile(done_file) else {}
+    trained = 0
     for index, path in enumerate(paths):
         name = os.path.basename(path)
         if name in thresholds and os.path.isfile(os.path.join(annotation_dir, f"{name}.csv")):
@@ -227,10 +229,12 @@ def leave_one_record_out(base, samplers: dict, val, pieces, annotation_dir: str,
                                   batch_size=128, plot=False)
         thresholds[name] = apply.af_threshold(model)
         pathlib.Path(done_file).write_text(json.dumps(thresholds, indent=1))
-    return thresholds
+        trained += 1
+    log(f"leave-one-record-out: {trained} models fine-tuned, {len(paths) - trained} records' annotations reused")
+    return thresholds, trained
 
 
-def cinc_test_scores(model, workdir: str) -> dict:
+def cinc_test_scores(model, workdir: str | None = None) -> dict:
     """AF AUROC on CinC 2017's test split (records no model here trained on): one centred crop per
     10 s piece of lead I, AF pieces against those of other rhythms (O), of normal rhythm (N), of
     both; and per record (mean over its pieces)."""
@@ -391,7 +395,8 @@ Command: `{command}`
 Hardware: {cpu.strip()} ({os.cpu_count()} cores, shared with other jobs; CPU only), Python {platform.python_version()}.
 Wall time: labelling {info.get('labelling_s', 0):.0f} s ({'read from the records cache of an earlier run' if info.get('labels_cached') else f"reading PTB-XL, QRS detection in {info.get('workers')} processes"}), training
 {info.get('training_s', 0):.0f} s ({info.get('steps')} steps of {info.get('batch_size')} crops, sampled and augmented
-on the fly), MIT-BIH fine-tuning (nine models) {info.get('mitdb_s', 0):.0f} s, annotation by the base model of {windows} windows ({windows * float(info.get('annotate_window_s', 10)) / 3600:.1f} h of
+on the fly), MIT-BIH fine-tuning ({info.get('mitdb_models', 0)} models{'' if info.get('mitdb_models', 0) == 9 else
+", the other left-out records' annotations reused from an earlier run"}) {info.get('mitdb_s', 0):.0f} s, annotation by the base model of {windows} windows ({windows * float(info.get('annotate_window_s', 10)) / 3600:.1f} h of
 2-lead 360 Hz ECG) {annotate_s:.0f} s, script total {total_s:.0f} s
 ({'base model loaded from --workdir, trained by an earlier run of the same command' if info.get('reused') else 'labelling + training + fine-tuning + annotation'}).
 
@@ -481,9 +486,10 @@ def main(argv):
         pieces = rhythm_records.load_annotated_records(record_paths(_MITDB.value), fs=base.fs, piece_s=10.0)
         info["mitdb_pieces"] = _group_counts(pieces)
         loro_dir = os.path.join(workdir, "annotations_loro")
-        thresholds = leave_one_record_out(base, samplers, val, pieces, loro_dir, window_s)
-        runs["leave-one-record-out"] = score_records(loro_dir, _MITDB.value, window_s, window_s, thresholds)
+        thresholds, info["mitdb_models"] = leave_one_record_out(base, samplers, val, pieces, loro_dir, window_s)
+        runs = {"leave-one-record-out": score_records(loro_dir, _MITDB.value, window_s, window_s, thresholds), **runs}
         final = finetune_on_records(base, samplers, pieces, val, _SEED.value)
+        info["mitdb_models"] += 1
         info["mitdb_s"] = time.perf_counter() - t
     final.save(os.path.join(workdir, "model"))
     for name, scores in runs.items():
