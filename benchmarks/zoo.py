@@ -106,16 +106,18 @@ def held_out_figures(workdir: pathlib.Path) -> dict:
 def probe_figures(workdirs) -> list[dict]:
     """One row per (mode, fraction) of the run JSONs under the probe workdirs: macro AUROC over
     seeds and the first seed's CI."""
-    runs = [runs_lib.RunRecord.from_json(json.loads(p.read_text()))
+    runs = [(w, runs_lib.RunRecord.from_json(json.loads(p.read_text())))
             for w in workdirs for p in sorted(pathlib.Path(w).glob("eval/**/*.json"))]
-    rows = {}
-    for run in runs:
+    rows, where = {}, {}
+    for workdir, run in runs:
         rows.setdefault((run.mode, run.data_fraction), []).append(run)
+        where[(run.mode, run.data_fraction)] = workdir
     out = []
     for (mode, fraction), group in sorted(rows.items()):
         group.sort(key=lambda r: r.seed)
         values = [r.metrics["macro_auroc"] for r in group]
         out.append({"mode": mode, "data_fraction": fraction, "seeds": [r.seed for r in group],
+                    "workdir": where[(mode, fraction)],
                     "macro_auroc": float(np.mean(values)), "std": float(np.std(values)),
                     "ci_seed0": group[0].ci.get("macro_auroc"),
                     "per_class": {k.split("/")[1]: float(np.mean([r.metrics[k] for r in group]))
@@ -129,7 +131,7 @@ def probe_command(name: str, row: dict) -> str:
             f"--config.task=superclass --config.data.store=stores/ptbxl --config.folds.train=1-7 "
             f"--config.folds.val=8 --config.folds.test=9 --config.mode={row['mode']} "
             f"--config.data_fraction={row['data_fraction']:g} --config.first_seed={min(row['seeds'])} "
-            f"--config.seeds={len(row['seeds'])} --workdir=runs/zoo-{row['mode']}-f{row['data_fraction']:g}")
+            f"--config.seeds={len(row['seeds'])} --workdir={row['workdir']}")
 
 
 def parameter_count(folder: pathlib.Path) -> dict:
