@@ -34,6 +34,7 @@ import statistics
 import time
 
 import jax
+import numpy as np
 from absl import flags
 
 from ecgjax import cli
@@ -51,7 +52,13 @@ SHAPES = {
     "cl-p125": ("contrastive.py", "patch=125,depth=4,width=256,batch=64",
                 "CL ViT p125 d4 w256, batch 64 (192 encoded views)"),
     "cl-resnet18": ("cl_resnet.py", "", "CL + interlead ResNet18 (configs/cl_resnet.py), batch 128 (640 views)"),
+    # The probe's fine-tune step (experiments/probe.py with configs/probe.py's defaults: the encoder
+    # and a 5-label head trained on 2.5 s crops of 12 leads at 250 Hz, batch 64, AdamW lr 1e-3, wd 1e-4).
+    "ft-resnet18": ("cl_resnet.py", "", "fine-tune step: ResNet18 (configs/cl_resnet.py) + 5-label head, "
+                                        "2.5 s crops, batch 64"),
 }
+FINETUNE_SHAPES = {"ft-resnet18"}
+FINETUNE_LABELS = ("NORM", "MI", "STTC", "CD", "HYP")
 
 # The FLOP counts may differ by where SAME padding puts a convolution's edge taps (XLA: the odd one
 # on the right; PyTorch: symmetric), ~0.02% for the ResNet; a 64-unit wider projection head is 0.14%.
@@ -146,7 +153,100 @@ def _jaxpr_matmul_flops(jaxpr) -> float:
     return total
 
 
+class JaxFinetuneStep:
+    """The downstream step a probe fine-tunes with (ecgjax.downstream.step.train_step), its state and
+    a batch of crops [batch, window_s * fs, leads] with 0/1 targets of each label."""
+
+    def __init__(self, config, augment: bool, batch_size: int | None = None):
+        from ecgjax.downstream import model as model_lib, step as step_lib
+        from ecgjax.downstream.heads import Head
+        from ecgjax.eval.recipe import settings
+
+        optim, protocol = settings.default_optim(), settings.default_protocol()
+        self.fs, window_s = float(config.data.fs), float(protocol.window_s)
+        length = int(round(window_s * self.fs))
+        encoder = {**dict(config.model.encoder), "num_samples": length}
+        self.heads = (Head("labels", "multilabel", FINETUNE_LABELS),)
+        model = model_lib.new_model(encoder, self.heads, fs=self.fs, leads=[f"lead{i}" for i in range(encoder["in_leads"])],
+                                    window_s=window_s)
+        params = model.variables["params"]
+        optimizer = step_lib.Optimizer(optim.lr, optim.weight_decay, warmup_steps=20, decay_steps=10_000)
+        self.tx, self.step = step_lib.train_step(model.encoder_config, self.heads, optimizer, with_batch_stats=True,
+                                                 augmentation=protocol.augmentation.to_dict() if augment else None,
+                                                 fs=self.fs)
+        self.state = (params, model.variables["batch_stats"], self.tx.init(params))  # step's first three
+        rng, batch = np.random.default_rng(config.seed), batch_size or optim.batch_size
+        self.x = jax.device_put(rng.standard_normal((batch, length, encoder["in_leads"]), np.float32))
+        self.targets = {"labels": jax.device_put((rng.random((batch, len(FINETUNE_LABELS))) < 0.3).astype(np.float32))}
+        self.key, self.losses = jax.random.PRNGKey(0), None
+
+    @property
+    def params(self) -> int:
+        return state_lib.count_params(self.state[0])
+
+    def _args(self):
+        return (*self.state, self.x, self.targets, self.key)
+
+    def xla_flops(self) -> float:
+        return cost_lib.compiled_cost(self.step.lower(*self._args()).compile())["flops"]
+
+    def matmul_flops(self) -> float:
+        return _jaxpr_matmul_flops(jax.make_jaxpr(self.step)(*self._args()).jaxpr)
+
+    def run(self, steps: int) -> float:
+        for _ in range(steps):
+            *self.state, self.losses = self.step(*self._args())
+        jax.block_until_ready(self.losses)
+        return float(self.losses["labels"])
+
+
 # ------------------------------------------------------------------------------ PyTorch side
+
+class TorchFinetuneStep:
+    """The reference ResNet with a linear head, BCE over the labels, AdamW (no clip, as the probe)."""
+
+    def __init__(self, config, batch_size: int | None = None):
+        import torch
+        import torch_reference
+        from ecgjax.eval.recipe import settings
+
+        torch.manual_seed(config.seed)
+        self.torch = torch
+        optim, protocol = settings.default_optim(), settings.default_protocol()
+        length = int(round(float(protocol.window_s) * float(config.data.fs)))
+        encoder = torch_reference.ResNet(config.model.encoder.chan_start, config.model.encoder.in_leads)
+        self.model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.feature_dim, len(FINETUNE_LABELS)))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=(0.9, 0.999), eps=1e-8,
+                                     weight_decay=optim.weight_decay)
+        g, batch = torch.Generator().manual_seed(config.seed), batch_size or optim.batch_size
+        self.x = torch.randn((batch, length, config.model.encoder.in_leads), generator=g)
+        self.y = (torch.rand((batch, len(FINETUNE_LABELS)), generator=g) < 0.3).float()
+        self.loss = None
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _loss(self):
+        return self.torch.nn.functional.binary_cross_entropy_with_logits(self.model(self.x), self.y)
+
+    def matmul_flops(self) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+        self.model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter:
+            self._loss().backward()
+        self.model.zero_grad(set_to_none=True)
+        return float(counter.get_total_flops())
+
+    def run(self, steps: int) -> float:
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            loss = self._loss()
+            loss.backward()
+            self.opt.step()
+            self.loss = loss.detach()
+        return float(self.loss)
+
 
 class TorchStep:
     """The reference network of a config, its AdamW step and a batch."""
@@ -222,7 +322,10 @@ def time_block(runner, steps: int) -> float:
 
 def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
     config = load_shape(name)
-    ours, plain, ref = JaxStep(config), JaxStep(without_augmentation(config)), TorchStep(config)
+    if name in FINETUNE_SHAPES:
+        ours, plain, ref = JaxFinetuneStep(config, True), JaxFinetuneStep(config, False), TorchFinetuneStep(config)
+    else:
+        ours, plain, ref = JaxStep(config), JaxStep(without_augmentation(config)), TorchStep(config)
     params = {"ecgjax": ours.params, "pytorch": ref.params}
     if params["ecgjax"] != params["pytorch"]:
         raise AssertionError(f"{name}: parameter counts differ: {params}")

@@ -20,6 +20,9 @@ def _both(name: str, **edit_reference):
     """(ecgjax's params, FLOPs), (the reference's) for a shape at batch 8; `edit_reference` changes
     the reference's projection head only."""
     config = vs_pytorch.without_augmentation(vs_pytorch.load_shape(name))
+    if name in vs_pytorch.FINETUNE_SHAPES:  # the probe's step: encoder + label head
+        ours, ref = vs_pytorch.JaxFinetuneStep(config, False, batch_size=8), vs_pytorch.TorchFinetuneStep(config, 8)
+        return (ours.params, ours.matmul_flops()), (ref.params, ref.matmul_flops())
     config.train.batch_size = 8
     trainer = loop.Trainer(config)
     state, batch = cost_lib.abstract_inputs(trainer)
