@@ -42,6 +42,7 @@ from ecgjax.data import splits
 from ecgjax.data.sources import ptbxl
 from ecgjax.data.sources.cinc2017 import CINC2017_SPLIT, cinc2017_items
 from ecgjax.downstream.model import is_saved
+from ecgjax.errors import UserError
 from ecgjax.machine import cpu_model
 from ecgjax.signal.heart_rate import HEART_RATE_CLASSES, heart_rate_class, heart_rate_from_beats
 
@@ -114,11 +115,12 @@ def _cache(workdir: str | None, name: str) -> str | None:
             if _CACHE.value and workdir else None)
 
 
+@functools.lru_cache(maxsize=4)
 def cinc_split(root: str) -> dict[str, list[str]]:
-    """CinC 2017 record ids per split: the store's hashed 75/5/20 % split (sources.cinc2017.CINC2017_SPLIT)."""
+    """CinC 2017 record ids per split, as a store of it splits them (sources.cinc2017.CINC2017_SPLIT;
+    each record its own patient)."""
     ids = [item["record_id"] for item in cinc2017_items(root)]
-    names = splits.hashed_patient_split(ids, val_fraction=CINC2017_SPLIT.val_fraction,
-                                        test_fraction=CINC2017_SPLIT.test_fraction, seed=CINC2017_SPLIT.seed)
+    names = splits.assign_splits(pd.DataFrame({"patient_id": ids}), CINC2017_SPLIT)
     return {split: [i for i, n in zip(ids, names) if n == split] for split in ("train", "val", "test")}
 
 
@@ -165,12 +167,12 @@ def training_data(workdir: str, log=print):
     return samplers, val, info
 
 
-def _mixed(samplers: dict, extra=None, shares=None) -> sampling.MixedSampler:
-    """The PTB-XL (+ CinC) samplers, and `extra` after them, at `shares` (default --source_shares)."""
-    chosen = [samplers["ptbxl"], *([samplers["cinc"]] if "cinc" in samplers else []), *([extra] if extra else [])]
-    names = ["ptbxl", *(["cinc"] if "cinc" in samplers else []), *(["mitdb"] if extra else [])]
+def _mixed(samplers: dict, mitdb=None, shares=None) -> sampling.MixedSampler:
+    """The PTB-XL (+ CinC) samplers, and a `mitdb` one, at `shares` of ptbxl, cinc, mitdb in that
+    order (default --source_shares)."""
+    chosen = {**samplers, **({"mitdb": mitdb} if mitdb else {})}
     given = dict(zip(["ptbxl", "cinc", "mitdb"], map(float, shares or _SHARES.value)))
-    return sampling.MixedSampler(tuple(chosen), tuple(given.get(n, 0.0) for n in names))
+    return sampling.MixedSampler(tuple(chosen.values()), tuple(given.get(name, 0.0) for name in chosen))
 
 
 def train_or_load(workdir: str, samplers: dict, val, info: dict, log=print):
@@ -210,9 +212,10 @@ def finetune_on_records(base, samplers: dict, pieces: training_records.RecordSet
 
 
 def leave_one_record_out(base, samplers: dict, val, pieces, annotation_dir: str, window_s: float,
-                         log=print) -> dict:
+                         log=print) -> tuple[dict, int]:
     """For each MIT-BIH record: the base fine-tuned on the pieces of the other records annotates it
-    (into `annotation_dir`); returns {record name: that model's AF threshold}. Records already
+    (into `annotation_dir`); returns ({record name: that model's AF threshold}, models fine-tuned
+    by this call). Records already
     annotated there (thresholds.json) are kept: a killed run goes on where it stopped."""
     paths = record_paths(_MITDB.value)
     done_file = os.path.join(annotation_dir, "thresholds.json")
@@ -369,14 +372,14 @@ def _mitdb_tables(runs: dict) -> str:
     return "\n".join(parts)
 
 
-def _cinc_table(cinc: dict) -> str:
+def _cinc_table(cinc: dict, crop_s: float) -> str:
     if not cinc:
         return "(not run: --cinc='')"
     keys = [k for k in next(iter(cinc.values())) if "AUROC" in k]
     rows = [[name, *[cinc[name][k] for k in keys]] for name in cinc]
     counts = next(iter(cinc.values()))
     return (f"{counts['records']} records, {counts['pieces']} pieces of 10 s (A / O / N: {counts['A / O / N pieces']}); "
-            f"one centred {8:g} s crop per piece; per record: mean over its pieces.\n\n"
+            f"one centred {crop_s:g} s crop per piece; per record: mean over its pieces.\n\n"
             + markdown.table(["model", *keys], rows, _cell))
 
 
@@ -457,15 +460,30 @@ outputs.
 
 ## CinC 2017 test split: AF against other rhythms on records no model here trained on
 
-{_cinc_table(info.get('cinc_test', {}))}
+{_cinc_table(info.get('cinc_test', {}), info.get('crop_s', 0.0))}
 
 {_kept_ablation(path)}"""
     with open(path, "w") as f:
         f.write(text.rstrip() + "\n")
 
 
+def check_flags() -> None:
+    """Bad shares or an unreadable --cinc fail in one line before any record is labelled."""
+    for flag, expected in ((_SHARES, 2), (_MITDB_SHARES, 3)):
+        try:
+            values = [float(v) for v in flag.value]
+        except ValueError:
+            values = []
+        if len(values) != expected or min(values) < 0 or not sum(values) > 0:
+            raise UserError(f"--{flag.name}={','.join(flag.value)}: expected {expected} shares >= 0 with a "
+                            f"positive sum (ptbxl, cinc{', mitdb' if expected == 3 else ''})")
+    if _CINC.value:
+        cinc_split(_CINC.value)  # reads REFERENCE.csv: a wrong folder is named now, not after PTB-XL's labelling
+
+
 def main(argv):
     del argv
+    check_flags()
     began = time.perf_counter()
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)

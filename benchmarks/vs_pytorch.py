@@ -231,12 +231,7 @@ class TorchFinetuneStep:
         return self.torch.nn.functional.binary_cross_entropy_with_logits(self.model(self.x), self.y)
 
     def matmul_flops(self) -> float:
-        from torch.utils.flop_counter import FlopCounterMode
-        self.model.zero_grad(set_to_none=True)
-        with FlopCounterMode(display=False) as counter:
-            self._loss().backward()
-        self.model.zero_grad(set_to_none=True)
-        return float(counter.get_total_flops())
+        return backward_flops(self.model, self._loss)
 
     def run(self, steps: int) -> float:
         for _ in range(steps):
@@ -267,15 +262,19 @@ class TorchStep:
         return sum(p.numel() for p in self.model.parameters())
 
     def matmul_flops(self) -> float:
-        """FlopCounterMode's count of forward + backward (matmuls, convolutions, attention)."""
-        from torch.utils.flop_counter import FlopCounterMode
+        return backward_flops(self.model, lambda: self.model(self.batch))
 
-        _register_cpu_attention_flops()
-        self.model.zero_grad(set_to_none=True)
-        with FlopCounterMode(display=False) as counter:
-            self.model(self.batch).backward()
-        self.model.zero_grad(set_to_none=True)
-        return float(counter.get_total_flops())
+
+def backward_flops(model, loss) -> float:
+    """FlopCounterMode's count of forward + backward of `loss()` (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        loss().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
 
     def run(self, steps: int) -> float:
         for _ in range(steps):

@@ -44,6 +44,13 @@ _VENTRICULAR_RHYTHMS, _VENTRICULAR_BEATS = {"B", "T", "VT", "IVR", "VFL"}, {"V",
 _SUPRAVENTRICULAR = {"AFL", "SVTA", "NOD", "AB"}
 
 
+def span_contents(ref, start: int, stop: int) -> tuple[set, set]:
+    """(rhythm labels touching samples [start, stop), beat symbols inside them) of readers.Annotations."""
+    labels = {label for begin, end, label in ref.rhythms if end > start and begin < stop}
+    inside = (ref.beat_samples >= start) & (ref.beat_samples < stop)
+    return labels, set(ref.beat_symbols[inside])
+
+
 def rhythm_groups(ref, starts: np.ndarray, length: int, af: np.ndarray) -> np.ndarray:
     """[num_windows] one of RHYTHM_GROUPS per window: 'AF' where `af`; else 'flutter, SVT, nodal'
     when any of AFL / SVTA / NOD / AB touches the window, else 'ventricular ectopy' when bigeminy,
@@ -53,14 +60,12 @@ def rhythm_groups(ref, starts: np.ndarray, length: int, af: np.ndarray) -> np.nd
     """
     groups = []
     for start, is_af in zip(np.asarray(starts, np.int64), af):
-        stop = start + length
-        labels = {label for begin, end, label in ref.rhythms if end > start and begin < stop}
-        inside = (ref.beat_samples >= start) & (ref.beat_samples < stop)
+        labels, symbols = span_contents(ref, start, start + length)
         if is_af:
             groups.append("AF")
         elif labels & _SUPRAVENTRICULAR:
             groups.append("flutter, SVT, nodal")
-        elif labels & _VENTRICULAR_RHYTHMS or set(ref.beat_symbols[inside]) & _VENTRICULAR_BEATS:
+        elif labels & _VENTRICULAR_RHYTHMS or symbols & _VENTRICULAR_BEATS:
             groups.append("ventricular ectopy")
         elif labels <= {"N"}:
             groups.append("sinus")

@@ -19,6 +19,8 @@ import logging
 
 import numpy as np
 
+from ecgjax.annotate.reference import rhythm_fraction, span_contents
+from ecgjax.annotate.run import map_leads
 from ecgjax.annotate.training_records import AF, CONFOUNDER, OTHER, RecordSet
 from ecgjax.data.errors import ECGInputError
 from ecgjax.data.leads import canonical_lead_name
@@ -26,6 +28,7 @@ from ecgjax.data.preprocess import resample
 from ecgjax.data.readers import read_annotations, read_wfdb_recording
 from ecgjax.data.sources.cinc2017 import cinc2017_items, read_cinc2017_record
 from ecgjax.signal.heart_rate import detect_qrs
+from ecgjax.signal.windows import grid_starts
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,6 @@ RHYTHM_CODES = {"B": "BIGU", "T": "TRIGU", "AFL": "AFLT", "SVTA": "SVTAC", "VT":
 BEAT_CODES = {"V": "PVC", "E": "PVC", "F": "PVC", "A": "PAC", "a": "PAC", "J": "PAC", "S": "PAC",
               "j": "SVARR", "e": "SVARR", "/": "PACE", "f": "PACE"}
 SINUS = {"N", ""}
-
-
-def _pieces(length: int, piece: int) -> np.ndarray:
-    """First samples of the non-overlapping pieces of `piece` samples that fit in `length`."""
-    return np.arange(0, length - piece + 1, piece, dtype=np.int64)
 
 
 def _piece_beats(beats_at_beat_fs: np.ndarray, start_s: float, piece_s: float) -> np.ndarray:
@@ -82,7 +80,7 @@ def load_cinc_records(root: str, record_ids=None, *, fs: float, piece_s: float =
         lead = np.nan_to_num(record.signal[:, 0].astype(np.float32))
         at_fs = resample(lead[:, None], record.fs, fs)[:, 0]
         record_beats = detect_qrs(resample(lead[:, None], record.fs, BEAT_FS)[:, 0], BEAT_FS)
-        for start in _pieces(at_fs.size, piece):
+        for start in grid_starts(at_fs.size, piece, piece, include_tail=False):
             signals.append(at_fs[start:start + piece])
             beats.append(_piece_beats(record_beats, start / fs, piece_s))
             groups.append(CINC_GROUPS[item["label"]])
@@ -110,24 +108,22 @@ def load_annotated_records(paths, *, fs: float, piece_s: float = 10.0, lead: str
     for index, path in enumerate(paths):
         record = read_wfdb_recording(path)
         reference = read_annotations(path)
-        names = [canonical_lead_name(n) if n else n for n in record.lead_names]
-        column = names.index(canonical_lead_name(lead)) if canonical_lead_name(lead) in names else 0
-        if names[column] != canonical_lead_name(lead):
+        try:
+            column = int(map_leads(record.lead_names, [lead], source=str(path))[0])
+        except ECGInputError:
+            column = 0
             log.warning("%s: no lead %s, training on %s", path, lead, record.lead_names[column])
         at_fs = resample(np.nan_to_num(record.signal[:, [column]]), record.fs, fs)[:, 0]
         record_beats = np.round(reference.beat_samples * (BEAT_FS / reference.fs)).astype(np.int64)
-        for start in _pieces(at_fs.size, piece):
+        for start in grid_starts(at_fs.size, piece, piece, include_tail=False):
             first, stop = int(round(start / fs * reference.fs)), int(round((start + piece) / fs * reference.fs))
-            spans = [(max(b, first), min(e, stop), label) for b, e, label in reference.rhythms if e > first and b < stop]
-            af_samples = sum(e - b for b, e, label in spans if label == af_label)
-            if 0 < af_samples < stop - first:
+            af = rhythm_fraction(reference.rhythms, (af_label,), np.array([first]), stop - first)[0]
+            if 0 < af < 1:
                 continue  # part AF: neither a clean positive nor a clean negative
-            in_piece = (reference.beat_samples >= first) & (reference.beat_samples < stop)
-            piece_code = {} if af_samples else piece_codes({label for _, _, label in spans},
-                                                           set(reference.beat_symbols[in_piece]))
+            piece_code = {} if af else piece_codes(*span_contents(reference, first, stop))
             signals.append(at_fs[start:start + piece])
             beats.append(_piece_beats(record_beats, start / fs, piece_s))
-            groups.append(AF if af_samples else (CONFOUNDER if piece_code else OTHER))
+            groups.append(AF if af else (CONFOUNDER if piece_code else OTHER))
             codes.append(piece_code)
             ids.append(index)
     return _record_set(signals, lead, fs, beats, groups, codes, ids)
