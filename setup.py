@@ -30,6 +30,9 @@ setup(
         "h5py>=3.10,<4",
         "tqdm>=4.66,<5",
         "tensorboardX>=2.6,<3",
+        # oneDNN (Intel's CPU kernels, as PyTorch uses): Dense and Conv products on AMX tiles where the
+        # CPU has them (ecgjax.kernels.onednn); a 39 MB wheel, loaded only on such CPUs.
+        "onednn-cpu-gomp>=2023.2,<2027; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],

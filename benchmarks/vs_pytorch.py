@@ -27,6 +27,7 @@ instead of 0.6 s), so there run it with OMP_WAIT_POLICY=passive; the result reco
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from absl import flags
 
 from ecgjax import cli
 from ecgjax.errors import UserError
+from ecgjax.kernels import onednn
 from ecgjax.machine import describe as describe_machine
 from ecgjax.sweep.grid import load_config_file
 from ecgjax.train import cost as cost_lib, loop, mesh as mesh_lib, state as state_lib
@@ -116,8 +118,11 @@ class JaxStep:
 
 def step_matmul_flops(trainer, state, batch) -> float:
     """FLOPs of the step's dot_generals and convolutions, counted from its jaxpr's shapes (state
-    and batch may be abstract: cost.abstract_inputs)."""
-    return _jaxpr_matmul_flops(jax.make_jaxpr(trainer.train_step)(state, batch).jaxpr)
+    and batch may be abstract: cost.abstract_inputs). Traced with float32 products, where every
+    product is a dot_general or convolution; where they run on oneDNN (ecgjax.models.products)
+    they are the same products, each a custom call of the same shapes."""
+    with jax.default_matmul_precision("float32"):
+        return _jaxpr_matmul_flops(jax.make_jaxpr(trainer.train_step)(state, batch).jaxpr)
 
 
 def _sub_jaxprs(params):
@@ -191,7 +196,8 @@ class JaxFinetuneStep:
         return cost_lib.compiled_cost(self.step.lower(*self._args()).compile())["flops"]
 
     def matmul_flops(self) -> float:
-        return _jaxpr_matmul_flops(jax.make_jaxpr(self.step)(*self._args()).jaxpr)
+        with jax.default_matmul_precision("float32"):  # as step_matmul_flops
+            return _jaxpr_matmul_flops(jax.make_jaxpr(self.step)(*self._args()).jaxpr)
 
     def run(self, steps: int) -> float:
         for _ in range(steps):
@@ -264,6 +270,11 @@ class TorchStep:
     def matmul_flops(self) -> float:
         return backward_flops(self.model, lambda: self.model(self.batch))
 
+    def run(self, steps: int) -> float:
+        for _ in range(steps):
+            self.loss = self.step(self.batch)
+        return float(self.loss)
+
 
 def backward_flops(model, loss) -> float:
     """FlopCounterMode's count of forward + backward of `loss()` (matmuls, convolutions, attention)."""
@@ -275,11 +286,6 @@ def backward_flops(model, loss) -> float:
         loss().backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
-
-    def run(self, steps: int) -> float:
-        for _ in range(steps):
-            self.loss = self.step(self.batch)
-        return float(self.loss)
 
 
 _REGISTERED = []
@@ -311,6 +317,43 @@ def _register_cpu_attention_flops():
 
 # ------------------------------------------------------------------------------ the comparison
 
+class WithPrecision:
+    """A runner whose products run at another precision: JAX's default_matmul_precision for an
+    ecgjax step (its programs are traced, and cached, per setting: the first run traces), or
+    PyTorch's oneDNN fp32_precision ("bf16": fp32 matmuls and convolutions in bf16 on oneDNN)."""
+
+    def __init__(self, make, jax_precision: str | None = None, torch_precision: str | None = None):
+        self.jax_precision, self.torch_precision = jax_precision, torch_precision
+        with self._set():
+            self.runner = make()
+
+    @contextlib.contextmanager
+    def _set(self):
+        if self.torch_precision is None:
+            with jax.default_matmul_precision(self.jax_precision):
+                yield
+            return
+        import torch
+
+        settings = (torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
+        before = [s.fp32_precision for s in settings]
+        for s in settings:
+            s.fp32_precision = self.torch_precision
+        try:
+            yield
+        finally:
+            for s, b in zip(settings, before):
+                s.fp32_precision = b
+
+    @property
+    def params(self) -> int:
+        return self.runner.params
+
+    def run(self, steps: int) -> float:
+        with self._set():
+            return self.runner.run(steps)
+
+
 def time_block(runner, steps: int) -> float:
     """Seconds per step of `steps` steps, after a pause that lets the other framework's threads idle."""
     time.sleep(0.3)
@@ -335,6 +378,11 @@ def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
     if abs(flops_gap) > FLOPS_TOLERANCE:
         raise AssertionError(f"{name}: matmul/conv FLOPs differ by {flops_gap:.1%}: {flops}")
     runners = {"ecgjax": ours, "ecgjax_no_aug": plain, "pytorch": ref}
+    if onednn.available():  # the products' two precisions on both sides (elsewhere both are float32)
+        make_ours = (lambda: JaxFinetuneStep(config, True)) if name in FINETUNE_SHAPES else (lambda: JaxStep(config))
+        make_ref = (lambda: TorchFinetuneStep(config)) if name in FINETUNE_SHAPES else (lambda: TorchStep(config))
+        runners["ecgjax_float32"] = WithPrecision(make_ours, jax_precision="float32")
+        runners["pytorch_bf16"] = WithPrecision(make_ref, torch_precision="bf16")
     for runner in runners.values():
         runner.run(warmup)
     load_before = os.getloadavg()[0]
@@ -346,6 +394,12 @@ def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
     load_after = os.getloadavg()[0]
     ratio = [p / j for p, j in zip(times["pytorch"], times["ecgjax"])]
     ratio_plain = [p / j for p, j in zip(times["pytorch"], times["ecgjax_no_aug"])]
+    more = {}
+    if "ecgjax_float32" in times:
+        for key, (num, den) in {"ratio_float32": ("pytorch", "ecgjax_float32"),
+                                "ratio_both_bf16": ("pytorch_bf16", "ecgjax")}.items():
+            pairs = [p / j for p, j in zip(times[num], times[den])]
+            more.update({key: statistics.median(pairs), f"{key}_range": [min(pairs), max(pairs)]})
     return {
         "shape": name, "what": SHAPES[name][2], "machine": describe_machine(with_load=False),
         "load_average": [load_before, load_after], "steps": steps, "repeats": repeats,
@@ -354,6 +408,7 @@ def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
         "step_ms_all": {k: [round(1e3 * t, 1) for t in v] for k, v in times.items()},
         "ratio": statistics.median(ratio), "ratio_range": [min(ratio), max(ratio)],
         "ratio_no_aug": statistics.median(ratio_plain), "ratio_no_aug_range": [min(ratio_plain), max(ratio_plain)],
+        **more, "products": "one bf16 pass on oneDNN (AMX)" if onednn.available() else "float32 (XLA)",
         "loss": {k: r.run(0) for k, r in runners.items()},
         "versions": {"jax": jax.__version__, "torch": ref.torch.__version__,
                      "torch_threads": ref.torch.get_num_threads(),
@@ -361,12 +416,18 @@ def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
     }
 
 
+def _ratio(r: dict, key: str) -> str:
+    if key not in r:
+        return "-"
+    return f"{r[key]:.2f}x ({r[key + '_range'][0]:.2f}-{r[key + '_range'][1]:.2f})"
+
+
 def row(r: dict) -> str:
     ms = r["step_ms"]
     return (f"| {r['what']} | {r['params']['ecgjax'] / 1e6:.2f} M | {r['flops']['ecgjax_jaxpr'] / 1e9:.1f} | "
             f"{ms['ecgjax']:.0f} | {ms['ecgjax_no_aug']:.0f} | {ms['pytorch']:.0f} | "
             f"**{r['ratio']:.2f}x** ({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}) | "
-            f"{r['ratio_no_aug']:.2f}x ({r['ratio_no_aug_range'][0]:.2f}-{r['ratio_no_aug_range'][1]:.2f}) | "
+            f"{_ratio(r, 'ratio_no_aug')} | {_ratio(r, 'ratio_float32')} | {_ratio(r, 'ratio_both_bf16')} | "
             f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
 
 
@@ -387,8 +448,9 @@ def main(argv):
             with open(_JSON.value, "a") as f:
                 f.write(json.dumps(result) + "\n")
     print("| shape | params | GFLOP matmul+conv / step | ecgjax ms (as run) | ecgjax ms (no aug) | PyTorch ms | "
-          "PyTorch / ecgjax (as run) | PyTorch / ecgjax (no aug) | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "PyTorch / ecgjax (as run) | PyTorch / ecgjax (no aug) | PyTorch / ecgjax with float32 products | "
+          "PyTorch bf16 / ecgjax | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("machine:", describe_machine())
 

@@ -53,6 +53,18 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture
+def float32_products():
+    """Products in full float32 for one test (`@pytest.mark.usefixtures("float32_products")`): for
+    equivalences that hold in exact arithmetic, checked to float32 rounding. By default, on an AMX
+    CPU, Dense and Conv products run in one bf16 pass (ecgjax.models.products); tests/test_products.py
+    checks that path against these float32 products."""
+    import jax  # not at the top: pytest_configure sets JAX's cache before jax is imported
+
+    with jax.default_matmul_precision("float32"):
+        yield
+
+
+@pytest.fixture
 def unoptimized_xla():
     """XLA's optimisations off for one test (tests/xla_settings.py): `@pytest.mark.usefixtures("unoptimized_xla")`."""
     with unoptimized():

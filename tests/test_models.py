@@ -67,6 +67,7 @@ def test_patchify_pads_right_with_zeros_and_inverts():
     np.testing.assert_array_equal(unpatchify(patches, 60, num_samples=130), x)
 
 
+@pytest.mark.usefixtures("float32_products")
 def test_vit_patch_embedding_matches_patchify():
     """Token i of the conv embedding is a linear map of patchify(x)[:, i] (same padding rule)."""
     model = build_encoder(TINY_VIT)
@@ -261,6 +262,7 @@ def test_linear_head_and_attention_pooling():
 
 # ----------------------------------------------------------------------------- lead adaptation
 
+@pytest.mark.usefixtures("float32_products")
 @pytest.mark.parametrize("config", [dict(TINY_VIT), {"name": "resnet18", "chan_start": 8}])
 def test_one_lead_encoder_adapted_to_twelve_leads(config):
     model = build_encoder(config)

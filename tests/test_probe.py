@@ -191,6 +191,7 @@ def _tiny_vit(in_leads):
     return dict(name="vit1d", num_samples=250, patch=25, depth=1, width=32, heads=2, in_leads=in_leads)
 
 
+@pytest.mark.usefixtures("float32_products")
 def test_lead_adaptation_equivalence():
     rng = np.random.default_rng(0)
     config = _tiny_vit(12)

@@ -28,6 +28,7 @@ def test_a_released_model_loads_with_its_card(name):
     assert model.fs > 0 and model.leads
 
 
+@pytest.mark.usefixtures("float32_products")  # released with float32 products: compared with them
 @pytest.mark.parametrize("name", [n for n in _released() if "reference_embedding" in _figures(n)])
 def test_a_shared_record_embeds_as_when_released(name, ptbxl_dir):
     reference = _figures(name)["reference_embedding"]

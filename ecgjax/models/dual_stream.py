@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ecgjax.models.products import dot_general
+
 Dtype = Any
 
 # Columns of the canonical 12-lead order (ecgjax.data.leads.CANONICAL_LEADS).
@@ -45,5 +47,5 @@ class DualStreamEncoder(nn.Module):
         limb = self.limb_encoder(x[..., LIMB_COLUMNS], train=train)
         precordial = self.precordial_encoder(x[..., PRECORDIAL_COLUMNS], train=train)
         both = jnp.concatenate([limb, precordial], axis=-1)
-        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
                         name="fuse")(both)

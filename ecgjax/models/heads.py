@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ecgjax.models.products import dot_general
+
 from ecgjax.models.transformer import TransformerStack
 
 Dtype = Any
@@ -29,7 +31,7 @@ class ProjectionHead(nn.Module):
     def __call__(self, x, *, train: bool):
         for i, hidden in enumerate(self.hidden_dims):
             x = nn.Dense(hidden, use_bias=self.norm is None, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name=f"dense{i}")(x)
+                         param_dtype=self.param_dtype, dot_general=dot_general, name=f"dense{i}")(x)
             if self.norm == "batch":
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name=f"norm{i}")(x)
@@ -38,7 +40,7 @@ class ProjectionHead(nn.Module):
             elif self.norm is not None:
                 raise ValueError(f"norm must be 'batch', 'layer' or None, got {self.norm!r}")
             x = nn.relu(x)
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
                         name=f"dense{len(self.hidden_dims)}")(x)
 
 
@@ -106,7 +108,7 @@ class AttentionPooling(nn.Module):
     @nn.compact
     def __call__(self, tokens, *, train: bool):
         if tokens.shape[-1] != self.d_model:
-            tokens = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
+            tokens = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
                               name="input_proj")(tokens)
         context = self.param("context_token", nn.initializers.truncated_normal(1.0),
                              (1, 1, self.d_model), self.param_dtype)

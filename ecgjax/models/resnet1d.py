@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ecgjax.models.products import conv_general_dilated
+
 Dtype = Any
 
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
@@ -51,7 +53,7 @@ class ResidualBlock(nn.Module):
     def __call__(self, x, *, train: bool):
         conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
             f, (k,), strides=(s,), padding="SAME", use_bias=False, dtype=self.dtype,
-            param_dtype=self.param_dtype, kernel_init=nn.initializers.kaiming_normal(), name=name)
+            param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated, kernel_init=nn.initializers.kaiming_normal(), name=name)
         norm = lambda name: nn.BatchNorm(  # noqa: E731
             use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
             dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -107,7 +109,7 @@ class ResNet1D(nn.Module):
     def __call__(self, x, *, train: bool):
         """x [batch, time, leads] -> [batch, feature_dim]; train uses batch statistics in BN."""
         x = nn.Conv(self.stem_features, (self.stem_kernel,), strides=(2,), padding="SAME",
-                    use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                    use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
                     kernel_init=nn.initializers.kaiming_normal(), name="input_conv")(x.astype(self.dtype))
         if not self.preact:  # pre-activation nets normalise at the start of the first block
             x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,

@@ -1,0 +1,154 @@
+"""The dot product behind every Dense layer: XLA's, or oneDNN's AMX tiles for bf16 products on CPU.
+
+`dot_general` is a drop-in for `jax.lax.dot_general` (flax's `Dense(dot_general=...)`). A product
+that contracts the trailing axes of the input with the leading axes of the kernel, [..., k] x
+[k, ...] (every Dense and DenseGeneral here), runs as one [m, k] x [k, n] oneDNN matmul where the
+product is in bf16 (`train.bf16`) and `ecgjax.kernels.onednn.available()`; XLA differentiates it
+through a custom VJP whose two gradients are oneDNN matmuls too, reading transposed operands in
+place. On other platforms (`lax.platform_dependent`), CPUs without AMX, or other products, it is
+`lax.dot_general` itself.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ecgjax.kernels import onednn
+
+
+# jax_default_matmul_precision values that let a product run as one bf16 pass (JAX's DEFAULT
+# contract, what TPUs do); "float32", "highest", "tensorfloat32", ... ask for more and keep XLA's dot.
+_ONE_BF16_PASS = (None, "default", "fastest", "bfloat16", "BF16_BF16_F32")
+
+
+def _routed(lhs, rhs, precision) -> bool:
+    """Whether this product goes to oneDNN: a DEFAULT-precision float product on an AMX CPU."""
+    return (precision in (None, lax.Precision.DEFAULT)
+            and jax.config.jax_default_matmul_precision in _ONE_BF16_PASS
+            and all(jnp.issubdtype(x.dtype, jnp.floating) for x in (lhs, rhs))
+            and onednn.available())
+
+
+def _on_cpu(fn_cpu, fn_default, *args):
+    return lax.platform_dependent(*args, cpu=fn_cpu, default=fn_default)
+
+
+def _xla(a, b, ta, tb):
+    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _matmul(a, b, ta=False, tb=False):
+    """[m, k] x [k, n] -> [m, n] float32, operands possibly stored transposed."""
+    return _on_cpu(lambda a, b: onednn.matmul(a, b, ta, tb), lambda a, b: _xla(a, b, ta, tb), a, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _matmul2d(x, w, x_dtype, w_dtype):
+    """x [m, k] x w [k, n] -> [m, n] float32; the gradients come back in x_dtype and w_dtype."""
+    return _matmul(x, w)
+
+
+def _matmul2d_fwd(x, w, x_dtype, w_dtype):
+    x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)  # what the products read: keep half
+    return _matmul(x16, w16), (x16, w16)
+
+
+def _matmul2d_bwd(x_dtype, w_dtype, res, g):
+    x16, w16 = res
+    g16 = g.astype(jnp.bfloat16)
+    dx = _matmul(g16, w16, tb=True)   # [m, n] x [n, k]
+    dw = _matmul(x16, g16, ta=True)   # [k, m] x [m, n]
+    return dx.astype(x_dtype), dw.astype(w_dtype)
+
+
+_matmul2d.defvjp(_matmul2d_fwd, _matmul2d_bwd)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """`lax.dot_general`, with [..., k] x [k, ...] bf16 products on oneDNN where available."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    n_contract = len(lhs_contract)
+    plain = (not lhs_batch and not rhs_batch and not kwargs
+             and tuple(lhs_contract) == tuple(range(lhs.ndim - n_contract, lhs.ndim))
+             and tuple(rhs_contract) == tuple(range(n_contract)))
+    if not (plain and _routed(lhs, rhs, precision)):
+        return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+    out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+    batch_shape, k = lhs.shape[:lhs.ndim - n_contract], math.prod(lhs.shape[lhs.ndim - n_contract:])
+    out_features = rhs.shape[n_contract:]
+    y = _matmul2d(lhs.reshape(-1, k), rhs.reshape(k, -1), lhs.dtype, rhs.dtype)
+    return y.reshape(*batch_shape, *out_features).astype(out_dtype)
+
+
+_NWC = ((0, 2, 1), (2, 1, 0), (0, 2, 1))  # lax.conv_dimension_numbers of ("NWC", "WIO", "NWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv1d(x, kernel, stride, pad, dilation, x_dtype, k_dtype):
+    """x [n, w, c_in] * kernel [k, c_in, c_out] -> [n, w_out, c_out] float32."""
+    return _conv1d_fwd(x, kernel, stride, pad, dilation, x_dtype, k_dtype)[0]
+
+
+def _conv_out_width(w, k, stride, pad, dilation):
+    return (w + pad[0] + pad[1] - dilation * (k - 1) - 1) // stride + 1
+
+
+def _conv1d_fwd(x, kernel, stride, pad, dilation, x_dtype, k_dtype):
+    x16, k16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+    out_shape = (x.shape[0], _conv_out_width(x.shape[1], kernel.shape[0], stride, pad, dilation), kernel.shape[2])
+
+    def xla(x16, k16):
+        return lax.conv_general_dilated(x16, k16, (stride,), (pad,), rhs_dilation=(dilation,),
+                                        dimension_numbers=("NWC", "WIO", "NWC"), preferred_element_type=jnp.float32)
+    y = _on_cpu(lambda a, b: onednn.conv1d("forward", a, b, out_shape, stride, pad, dilation), xla, x16, k16)
+    return y, (x16, k16)
+
+
+def _conv1d_bwd(stride, pad, dilation, x_dtype, k_dtype, res, g):
+    x16, k16 = res
+    g16 = g.astype(jnp.bfloat16)
+
+    def xla(x16, k16, g16):
+        _, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(
+            a, b, (stride,), (pad,), rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
+            preferred_element_type=jnp.float32), x16.astype(jnp.float32), k16.astype(jnp.float32))
+        return vjp(g16.astype(jnp.float32))
+
+    def cpu(x16, k16, g16):
+        return (onednn.conv1d("data", g16, k16, x16.shape, stride, pad, dilation),
+                onednn.conv1d("weights", x16, g16, k16.shape, stride, pad, dilation))
+    dx, dk = _on_cpu(cpu, xla, x16, k16, g16)
+    return dx.astype(x_dtype), dk.astype(k_dtype)
+
+
+_conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """`lax.conv_general_dilated`, with 1-D [n, w, c] convolutions on oneDNN where available."""
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    plain = (lhs.ndim == 3 and tuple(map(tuple, numbers)) == _NWC and feature_group_count == 1
+             and batch_group_count == 1 and all(d == 1 for d in (lhs_dilation or (1,))))
+    if not (plain and _routed(lhs, rhs, precision)):
+        return lax.conv_general_dilated(*args)
+    dilation = (rhs_dilation or (1,))[0]
+    pad = padding
+    if isinstance(padding, str):
+        pad = lax.padtype_to_pads(lhs.shape[1:2], ((rhs.shape[0] - 1) * dilation + 1,), window_strides, padding)
+    stride, pad = int(window_strides[0]), tuple(int(p) for p in pad[0])
+    out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+    width, (taps, c_in, c_out) = lhs.shape[1], rhs.shape
+    if taps == stride and pad == (0, 0) and dilation == 1:  # a patch embedding: one product per patch
+        patches = lhs[:, :width // taps * taps].reshape(lhs.shape[0], width // taps, taps * c_in)
+        return dot_general(patches, rhs.reshape(taps * c_in, c_out), (((2,), (0,)), ((), ()))).astype(out_dtype)
+    return _conv1d(lhs, rhs, stride, pad, int(dilation), lhs.dtype, rhs.dtype).astype(out_dtype)
