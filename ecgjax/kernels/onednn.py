@@ -27,6 +27,7 @@ _BF16, _F32 = 2, 3                                           # dnnl_data_type_t
 _ARG_SRC, _ARG_DST, _ARG_WEIGHTS = 1, 17, 33                 # DNNL_ARG_*
 _Dims = ctypes.c_int64 * 12                                  # dnnl_dims_t
 _AMX_FLAGS = {"amx_bf16", "amx_tile", "avx512_bf16"}
+_ISA_AMX_BF16 = 0x3e7  # dnnl_cpu_isa_avx512_core_amx's bits (later versions add fp16's: 0xfef)
 
 
 _FORMAT_ANY = 1                                              # dnnl_format_tag_any
@@ -82,6 +83,8 @@ class _OneDnn:
 
     def __init__(self, path: str):
         lib = self.lib = ctypes.CDLL(path)
+        if lib.dnnl_get_effective_cpu_isa() & _ISA_AMX_BF16 != _ISA_AMX_BF16:  # e.g. the OS keeps AMX off
+            raise RuntimeError(f"oneDNN will not use AMX here (ISA {lib.dnnl_get_effective_cpu_isa():#x})")
         lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
         self.engine, self.stream = ctypes.c_void_p(), ctypes.c_void_p()
         self._check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, ctypes.c_size_t(0)),
@@ -219,7 +222,7 @@ def _onednn() -> _OneDnn | None:
         return None
     try:
         return _OneDnn(path)
-    except (OSError, RuntimeError):
+    except (OSError, AttributeError, RuntimeError):  # no library, an older one, or no AMX for it
         return None
 
 

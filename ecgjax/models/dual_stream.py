@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ecgjax.models.products import dot_general
+from ecgjax.models.products import Dense
 
 Dtype = Any
 
@@ -47,5 +47,5 @@ class DualStreamEncoder(nn.Module):
         limb = self.limb_encoder(x[..., LIMB_COLUMNS], train=train)
         precordial = self.precordial_encoder(x[..., PRECORDIAL_COLUMNS], train=train)
         both = jnp.concatenate([limb, precordial], axis=-1)
-        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                        name="fuse")(both)
+        return Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="fuse")(both)

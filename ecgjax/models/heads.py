@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ecgjax.models.products import dot_general
+from ecgjax.models.products import Dense
 
 from ecgjax.models.transformer import TransformerStack
 
@@ -30,8 +30,8 @@ class ProjectionHead(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         for i, hidden in enumerate(self.hidden_dims):
-            x = nn.Dense(hidden, use_bias=self.norm is None, dtype=self.dtype,
-                         param_dtype=self.param_dtype, dot_general=dot_general, name=f"dense{i}")(x)
+            x = Dense(hidden, use_bias=self.norm is None, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=f"dense{i}")(x)
             if self.norm == "batch":
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name=f"norm{i}")(x)
@@ -40,8 +40,8 @@ class ProjectionHead(nn.Module):
             elif self.norm is not None:
                 raise ValueError(f"norm must be 'batch', 'layer' or None, got {self.norm!r}")
             x = nn.relu(x)
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                        name=f"dense{len(self.hidden_dims)}")(x)
+        return Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name=f"dense{len(self.hidden_dims)}")(x)
 
 
 class LinearHead(nn.Module):
@@ -53,8 +53,8 @@ class LinearHead(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         del train  # same behaviour in training and evaluation
-        return nn.Dense(self.num_outputs, dtype=jnp.float32, param_dtype=self.param_dtype,
-                        name="dense")(x.astype(jnp.float32))
+        return Dense(self.num_outputs, dtype=jnp.float32, param_dtype=self.param_dtype,
+                     name="dense")(x.astype(jnp.float32))
 
 
 class MultiHead(nn.Module):
@@ -108,8 +108,8 @@ class AttentionPooling(nn.Module):
     @nn.compact
     def __call__(self, tokens, *, train: bool):
         if tokens.shape[-1] != self.d_model:
-            tokens = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                              name="input_proj")(tokens)
+            tokens = Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name="input_proj")(tokens)
         context = self.param("context_token", nn.initializers.truncated_normal(1.0),
                              (1, 1, self.d_model), self.param_dtype)
         context = jnp.broadcast_to(context.astype(tokens.dtype), (tokens.shape[0], 1, self.d_model))

@@ -1,18 +1,22 @@
-"""The dot product behind every Dense layer: XLA's, or oneDNN's AMX tiles for bf16 products on CPU.
+"""The products behind every Dense and Conv layer: XLA's, or oneDNN's on the AMX tiles of a CPU.
 
-`dot_general` is a drop-in for `jax.lax.dot_general` (flax's `Dense(dot_general=...)`). A product
-that contracts the trailing axes of the input with the leading axes of the kernel, [..., k] x
-[k, ...] (every Dense and DenseGeneral here), runs as one [m, k] x [k, n] oneDNN matmul where the
-product is in bf16 (`train.bf16`) and `ecgjax.kernels.onednn.available()`; XLA differentiates it
-through a custom VJP whose two gradients are oneDNN matmuls too, reading transposed operands in
-place. On other platforms (`lax.platform_dependent`), CPUs without AMX, or other products, it is
-`lax.dot_general` itself.
+The models build `Dense`, `DenseGeneral` and `Conv` from here: flax's layers with `dot_general` and
+`conv_general_dilated`, drop-ins for jax.lax's. On a CPU with AMX (`ecgjax.kernels.onednn.available()`)
+a float product at JAX's DEFAULT precision runs as one bf16 pass with float32 accumulation, the
+contract DEFAULT has on TPUs (~3x XLA:CPU's float32 throughput on Sapphire Rapids, benchmarks/
+RESULTS.md): a Dense product, [..., k] x [k, ...], as one oneDNN matmul; a 1-D convolution [n, w, c]
+as oneDNN's convolution; a patch embedding (kernel = stride, no padding) as a matmul over patches.
+Custom VJPs give XLA the gradients as oneDNN products too, reading stored operands in place.
+Activations, parameters and optimiser stay float32. Anything else, other platforms
+(`lax.platform_dependent`), CPUs without AMX, or `jax.default_matmul_precision("float32")` (or
+JAX_DEFAULT_MATMUL_PRECISION=float32; "highest" etc. too) keep `jax.lax`'s own product.
 """
 from __future__ import annotations
 
 import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -152,3 +156,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         patches = lhs[:, :width // taps * taps].reshape(lhs.shape[0], width // taps, taps * c_in)
         return dot_general(patches, rhs.reshape(taps * c_in, c_out), (((2,), (0,)), ((), ()))).astype(out_dtype)
     return _conv1d(lhs, rhs, stride, pad, int(dilation), lhs.dtype, rhs.dtype).astype(out_dtype)
+
+
+# flax's layers with these products, what the models build (same parameters and names as flax's).
+Dense = functools.partial(nn.Dense, dot_general=dot_general)
+DenseGeneral = functools.partial(nn.DenseGeneral, dot_general=dot_general)
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

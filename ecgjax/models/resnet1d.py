@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ecgjax.models.products import conv_general_dilated
+from ecgjax.models.products import Conv
 
 Dtype = Any
 
@@ -51,9 +51,9 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+        conv = lambda f, k, s, name: Conv(  # noqa: E731
             f, (k,), strides=(s,), padding="SAME", use_bias=False, dtype=self.dtype,
-            param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated, kernel_init=nn.initializers.kaiming_normal(), name=name)
+            param_dtype=self.param_dtype, kernel_init=nn.initializers.kaiming_normal(), name=name)
         norm = lambda name: nn.BatchNorm(  # noqa: E731
             use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
             dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -108,9 +108,9 @@ class ResNet1D(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x [batch, time, leads] -> [batch, feature_dim]; train uses batch statistics in BN."""
-        x = nn.Conv(self.stem_features, (self.stem_kernel,), strides=(2,), padding="SAME",
-                    use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
-                    kernel_init=nn.initializers.kaiming_normal(), name="input_conv")(x.astype(self.dtype))
+        x = Conv(self.stem_features, (self.stem_kernel,), strides=(2,), padding="SAME",
+                 use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=nn.initializers.kaiming_normal(), name="input_conv")(x.astype(self.dtype))
         if not self.preact:  # pre-activation nets normalise at the start of the first block
             x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=self.dtype, param_dtype=self.param_dtype, name="stem_norm")(x)

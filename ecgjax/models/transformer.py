@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ecgjax.models.products import dot_general
+from ecgjax.models.products import Dense, DenseGeneral
 
 Dtype = Any
 
@@ -32,13 +32,13 @@ class SelfAttention(nn.Module):
         if width % self.heads:
             raise ValueError(f"width {width} is not divisible by heads {self.heads}")
         head_dim = width // self.heads
-        qkv = nn.DenseGeneral(
-            (3, self.heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
+        qkv = DenseGeneral(
+            (3, self.heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=nn.initializers.xavier_uniform(), name="qkv")(x)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         y = jax.nn.dot_product_attention(q, k, v)  # [batch, tokens, heads, head_dim]
-        return nn.DenseGeneral(
-            width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
+        return DenseGeneral(
+            width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=nn.initializers.xavier_uniform(), name="out")(y)
 
 
@@ -52,8 +52,8 @@ class MlpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        dense = lambda n, name: nn.Dense(  # noqa: E731
-            n, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
+        dense = lambda n, name: Dense(  # noqa: E731
+            n, dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=nn.initializers.xavier_uniform(), name=name)
         y = nn.gelu(dense(self.hidden, "fc1")(x))
         y = nn.Dropout(self.dropout, deterministic=not train)(y)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ecgjax.models.products import conv_general_dilated, dot_general
+from ecgjax.models.products import Conv, Dense
 
 from ecgjax.models.transformer import TransformerStack
 
@@ -77,11 +77,11 @@ class ConvPatchEmbed(nn.Module):
         n = time // self.patch
         h = x.reshape(batch * n, self.patch, leads)
         for i, features in enumerate(self.features):
-            h = nn.Conv(features, (7 if i == 0 else 5,), strides=(2,), padding="SAME", dtype=self.dtype,
-                        param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated, name="input_conv" if i == 0 else f"conv{i}")(h)
+            h = Conv(features, (7 if i == 0 else 5,), strides=(2,), padding="SAME", dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="input_conv" if i == 0 else f"conv{i}")(h)
             h = nn.gelu(nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}")(h))
-        return nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                        name="proj")(h.reshape(batch, n, -1))
+        return Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="proj")(h.reshape(batch, n, -1))
 
 
 class ViT1D(nn.Module):
@@ -148,8 +148,8 @@ class ViT1D(nn.Module):
             tokens = ConvPatchEmbed(self.patch, self.width, dtype=self.dtype, param_dtype=self.param_dtype,
                                     name="conv_stem")(x)
         elif self.stem == "linear":
-            tokens = nn.Conv(self.width, (self.patch,), strides=(self.patch,), padding="VALID",
-                             dtype=self.dtype, param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated, name="input_conv")(x)
+            tokens = Conv(self.width, (self.patch,), strides=(self.patch,), padding="VALID",
+                          dtype=self.dtype, param_dtype=self.param_dtype, name="input_conv")(x)
         else:
             raise ValueError(f"unknown ViT stem {self.stem!r}: 'linear' or 'conv'")
         tokens = tokens + position
@@ -185,8 +185,8 @@ class MAEDecoder(nn.Module):
     def __call__(self, tokens, keep_indices, *, train: bool):
         """tokens [batch, n_keep, encoder_width], keep_indices [batch, n_keep] -> [batch, N, patch_dim]."""
         batch = tokens.shape[0]
-        visible = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                           name="embed")(tokens)
+        visible = Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="embed")(tokens)
         mask_token = self.param("mask_token", _position_init, (1, 1, self.width), self.param_dtype)
         full = jnp.broadcast_to(mask_token.astype(visible.dtype), (batch, self.num_patches, self.width))
         rows = jnp.arange(batch)[:, None]
@@ -197,5 +197,5 @@ class MAEDecoder(nn.Module):
         full = TransformerStack(self.depth, self.heads, int(self.width * self.mlp_ratio),
                                 self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
                                 name="transformer")(full, train=train)
-        return nn.Dense(self.patch_dim, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dot_general,
-                        name="predict")(full)
+        return Dense(self.patch_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="predict")(full)
