@@ -125,6 +125,7 @@ def test_embed_on_arrays_equals_embed_py_on_the_same_records(exported, tmp_path)
     np.testing.assert_allclose(from_arrays, through_files, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.usefixtures("float32_products")  # two programs: equal to float32 rounding
 def test_predict_on_arrays_matches_the_store_path(classifier_dir, tmp_path):
     """What the probe scores (record_scores of store rows) and what predict gives on the raw arrays."""
     signals = _wfdb_records(tmp_path / "wfdb", leads=("I", "II", "V1"))

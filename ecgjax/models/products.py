@@ -30,10 +30,11 @@ _ONE_BF16_PASS = (None, "default", "fastest", "bfloat16", "BF16_BF16_F32")
 
 
 def _routed(lhs, rhs, precision) -> bool:
-    """Whether this product goes to oneDNN: a DEFAULT-precision float product on an AMX CPU."""
+    """Whether this product goes to oneDNN: a DEFAULT-precision float32 / bf16 product on an AMX CPU
+    (a float64 product asks for float64 and keeps it)."""
     return (precision in (None, lax.Precision.DEFAULT)
             and jax.config.jax_default_matmul_precision in _ONE_BF16_PASS
-            and all(jnp.issubdtype(x.dtype, jnp.floating) for x in (lhs, rhs))
+            and all(x.dtype in (jnp.float32, jnp.bfloat16) for x in (lhs, rhs))
             and onednn.available())
 
 
