@@ -153,3 +153,22 @@ def test_products_outside_the_routed_forms_are_xla_s():
     np.testing.assert_allclose(batched, lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,)))), rtol=1e-6)
     ints = products.dot_general(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 4), jnp.int32), (((1,), (0,)), ((), ())))
     assert ints.dtype == jnp.int32 and int(ints[0, 0]) == 3
+
+
+def test_a_gpu_program_keeps_xla_s_products_in_float32():
+    """Lowered for a GPU (from this host, whatever its CPU), the same function has no oneDNN call and
+    no bf16 rounding: the products are XLA's in the operands' dtype."""
+    params, x = _net_and_input()
+    grad = jax.jit(jax.grad(_Net().apply, argnums=(0, 1)))
+    text = jax.export.export(grad, platforms=["cuda"])(params, x).mlir_module()
+    assert "ecgjax_onednn" not in text and "bf16" not in text
+
+
+@needs_onednn
+def test_vmapped_products_equal_the_batched_ones():
+    layer = nn.Dense(8, dot_general=products.dot_general)
+    x = _bf16(0, (3, 5, 16))
+    params = layer.init(jax.random.key(1), x)
+    per_example = jax.jit(jax.vmap(lambda row: layer.apply(params, row)))(x)
+    # The same bf16 operands and float32 products; only summation order may differ (16 terms).
+    np.testing.assert_allclose(per_example, jax.jit(layer.apply)(params, x), rtol=1e-5, atol=1e-6)

@@ -259,7 +259,8 @@ def matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False, transpose_b: b
     if k != k_b:
         raise ValueError(f"contracting sizes differ: {a.shape} (transposed={transpose_a}) and "
                          f"{b.shape} (transposed={transpose_b})")
-    call = jax.ffi.ffi_call(_target(transpose_a, transpose_b), jax.ShapeDtypeStruct((m, n), jnp.float32))
+    call = jax.ffi.ffi_call(_target(transpose_a, transpose_b), jax.ShapeDtypeStruct((m, n), jnp.float32),
+                            vmap_method="sequential")  # under jax.vmap: one product per example
     return call(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
 
@@ -295,5 +296,5 @@ def conv1d(kind: str, a: jax.Array, b: jax.Array, out_shape: tuple[int, ...], st
     `pad` the (left, right) zero padding of x, `stride` and `dilation` the kernel's.
     """
     call = jax.ffi.ffi_call(_conv_target(kind, stride, tuple(pad), dilation),
-                            jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32))
+                            jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32), vmap_method="sequential")
     return call(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))

@@ -34,41 +34,38 @@ def _routed(lhs, rhs, precision) -> bool:
     (a float64 product asks for float64 and keeps it)."""
     return (precision in (None, lax.Precision.DEFAULT)
             and jax.config.jax_default_matmul_precision in _ONE_BF16_PASS
-            and all(x.dtype in (jnp.float32, jnp.bfloat16) for x in (lhs, rhs))
+            and all(x.dtype in (jnp.float32, jnp.bfloat16) and x.size for x in (lhs, rhs))
             and onednn.available())
 
 
 def _on_cpu(fn_cpu, fn_default, *args):
+    """fn_cpu where the program is lowered for a CPU, fn_default elsewhere: a GPU or TPU program
+    keeps XLA's products in the operands' dtype, whatever CPU its host has."""
     return lax.platform_dependent(*args, cpu=fn_cpu, default=fn_default)
-
-
-def _xla(a, b, ta, tb):
-    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
-    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
 def _matmul(a, b, ta=False, tb=False):
     """[m, k] x [k, n] -> [m, n] float32, operands possibly stored transposed."""
-    return _on_cpu(lambda a, b: onednn.matmul(a, b, ta, tb), lambda a, b: _xla(a, b, ta, tb), a, b)
+    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    return _on_cpu(lambda a, b: onednn.matmul(a, b, ta, tb),
+                   lambda a, b: lax.dot_general(a, b, dims, preferred_element_type=jnp.float32), a, b)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _matmul2d(x, w, x_dtype, w_dtype):
-    """x [m, k] x w [k, n] -> [m, n] float32; the gradients come back in x_dtype and w_dtype."""
+@jax.custom_vjp
+def _matmul2d(x, w):
+    """x [m, k] x w [k, n] -> [m, n] float32."""
     return _matmul(x, w)
 
 
-def _matmul2d_fwd(x, w, x_dtype, w_dtype):
-    x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)  # what the products read: keep half
-    return _matmul(x16, w16), (x16, w16)
+def _matmul2d_fwd(x, w):
+    return _matmul(x, w), (x, w)
 
 
-def _matmul2d_bwd(x_dtype, w_dtype, res, g):
-    x16, w16 = res
-    g16 = g.astype(jnp.bfloat16)
-    dx = _matmul(g16, w16, tb=True)   # [m, n] x [n, k]
-    dw = _matmul(x16, g16, ta=True)   # [k, m] x [m, n]
-    return dx.astype(x_dtype), dw.astype(w_dtype)
+def _matmul2d_bwd(res, g):
+    x, w = res
+    dx = _matmul(g, w, tb=True)   # [m, n] x [n, k]
+    dw = _matmul(x, g, ta=True)   # [k, m] x [m, n]
+    return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 _matmul2d.defvjp(_matmul2d_fwd, _matmul2d_bwd)
@@ -87,49 +84,47 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
     batch_shape, k = lhs.shape[:lhs.ndim - n_contract], math.prod(lhs.shape[lhs.ndim - n_contract:])
     out_features = rhs.shape[n_contract:]
-    y = _matmul2d(lhs.reshape(-1, k), rhs.reshape(k, -1), lhs.dtype, rhs.dtype)
+    y = _matmul2d(lhs.reshape(-1, k), rhs.reshape(k, -1))
     return y.reshape(*batch_shape, *out_features).astype(out_dtype)
 
 
 _NWC = ((0, 2, 1), (2, 1, 0), (0, 2, 1))  # lax.conv_dimension_numbers of ("NWC", "WIO", "NWC")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _conv1d(x, kernel, stride, pad, dilation, x_dtype, k_dtype):
+def _xla_conv(x, kernel, stride, pad, dilation):
+    return lax.conv_general_dilated(x, kernel, (stride,), (pad,), rhs_dilation=(dilation,),
+                                    dimension_numbers=("NWC", "WIO", "NWC"), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv1d(x, kernel, stride, pad, dilation):
     """x [n, w, c_in] * kernel [k, c_in, c_out] -> [n, w_out, c_out] float32."""
-    return _conv1d_fwd(x, kernel, stride, pad, dilation, x_dtype, k_dtype)[0]
+    return _conv1d_fwd(x, kernel, stride, pad, dilation)[0]
 
 
 def _conv_out_width(w, k, stride, pad, dilation):
     return (w + pad[0] + pad[1] - dilation * (k - 1) - 1) // stride + 1
 
 
-def _conv1d_fwd(x, kernel, stride, pad, dilation, x_dtype, k_dtype):
-    x16, k16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+def _conv1d_fwd(x, kernel, stride, pad, dilation):
     out_shape = (x.shape[0], _conv_out_width(x.shape[1], kernel.shape[0], stride, pad, dilation), kernel.shape[2])
-
-    def xla(x16, k16):
-        return lax.conv_general_dilated(x16, k16, (stride,), (pad,), rhs_dilation=(dilation,),
-                                        dimension_numbers=("NWC", "WIO", "NWC"), preferred_element_type=jnp.float32)
-    y = _on_cpu(lambda a, b: onednn.conv1d("forward", a, b, out_shape, stride, pad, dilation), xla, x16, k16)
-    return y, (x16, k16)
+    y = _on_cpu(lambda a, b: onednn.conv1d("forward", a, b, out_shape, stride, pad, dilation),
+                lambda a, b: _xla_conv(a, b, stride, pad, dilation), x, kernel)
+    return y, (x, kernel)
 
 
-def _conv1d_bwd(stride, pad, dilation, x_dtype, k_dtype, res, g):
-    x16, k16 = res
-    g16 = g.astype(jnp.bfloat16)
+def _conv1d_bwd(stride, pad, dilation, res, g):
+    x, kernel = res
 
-    def xla(x16, k16, g16):
-        _, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(
-            a, b, (stride,), (pad,), rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
-            preferred_element_type=jnp.float32), x16.astype(jnp.float32), k16.astype(jnp.float32))
-        return vjp(g16.astype(jnp.float32))
+    def cpu(x, kernel, g):
+        return (onednn.conv1d("data", g, kernel, x.shape, stride, pad, dilation),
+                onednn.conv1d("weights", x, g, kernel.shape, stride, pad, dilation))
 
-    def cpu(x16, k16, g16):
-        return (onednn.conv1d("data", g16, k16, x16.shape, stride, pad, dilation),
-                onednn.conv1d("weights", x16, g16, k16.shape, stride, pad, dilation))
-    dx, dk = _on_cpu(cpu, xla, x16, k16, g16)
-    return dx.astype(x_dtype), dk.astype(k_dtype)
+    def xla(x, kernel, g):
+        _, vjp = jax.vjp(lambda a, b: _xla_conv(a, b, stride, pad, dilation), x, kernel)
+        return vjp(g)
+    dx, dk = _on_cpu(cpu, xla, x, kernel, g)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
 _conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
@@ -156,7 +151,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if taps == stride and pad == (0, 0) and dilation == 1:  # a patch embedding: one product per patch
         patches = lhs[:, :width // taps * taps].reshape(lhs.shape[0], width // taps, taps * c_in)
         return dot_general(patches, rhs.reshape(taps * c_in, c_out), (((2,), (0,)), ((), ()))).astype(out_dtype)
-    return _conv1d(lhs, rhs, stride, pad, int(dilation), lhs.dtype, rhs.dtype).astype(out_dtype)
+    return _conv1d(lhs, rhs, stride, pad, int(dilation)).astype(out_dtype)
 
 
 # flax's layers with these products, what the models build (same parameters and names as flax's).
