@@ -1,11 +1,14 @@
-"""bf16 matrix products on Intel AMX through oneDNN's C API (ctypes), for XLA:CPU.
+"""bf16 products on Intel AMX through oneDNN's C API (ctypes), as XLA:CPU custom calls.
 
 XLA 0.10's CPU backend computes bf16 dots on the vector units (~200 GFLOP/s on 2 Sapphire Rapids
-cores, no faster than float32); oneDNN's matmul puts them on the AMX tiles (~800, as PyTorch gets).
-`matmul(a, b)` is a JAX function: [m, k] x [k, n] bf16 -> [m, n] float32, each operand optionally
-stored transposed (no copy: oneDNN reads the strides). It exists only where `available()`: Linux
-x86-64, a CPU whose flags include AMX-BF16, and libdnnl.so.3 from the `onednn-cpu-gomp` wheel
-(or ECGJAX_ONEDNN_LIBRARY). Elsewhere the caller keeps XLA's dot (ecgjax.models.dense).
+cores, no faster than float32); oneDNN puts them on the AMX tiles (~470 with a float32 result).
+Two JAX functions, each rounding its operands to bf16 and accumulating in float32:
+`matmul(a, b)`, [m, k] x [k, n] -> [m, n], each operand optionally stored transposed (no copy:
+oneDNN reads the strides); `conv1d(kind, ...)`, a 1-D convolution in flax's layouts or one of its
+two gradients. They exist only where `available()`: Linux x86-64, a CPU whose flags include
+AMX-BF16 and for which oneDNN reports AMX, and libdnnl.so.3 from the `onednn-cpu-gomp` wheel (or
+ECGJAX_ONEDNN_LIBRARY); ECGJAX_ONEDNN=0 turns them off. Callers keep XLA's products elsewhere
+(ecgjax.models.products). Each problem shape builds its primitives once (a plan) and reuses them.
 """
 from __future__ import annotations
 
