@@ -3,11 +3,11 @@ InfoNCE between the pooled context's prediction and the embedding of a future fr
 frames later; negatives are other samples' futures (objective.cpc.num_negatives, 0 = all)."""
 from __future__ import annotations
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from ecgjax.methods.registry import Method, active, register
 from ecgjax.models import heads
+from ecgjax.models.products import Dense
 from ecgjax.objectives import cpc
 
 
@@ -32,7 +32,7 @@ class CPC(Method):
         c = net.model.cpc
         return {"context_pool": heads.AttentionPooling(d_model=c.d_model, layers=c.depth, heads=c.heads,
                                                        dtype=net.dtype),
-                "predictor": nn.Dense(net.encoder.feature_dim, dtype=net.dtype)}
+                "predictor": Dense(net.encoder.feature_dim, dtype=net.dtype)}
 
     def forward(self, net, batch, inputs, *, train):
         """'cpc_prediction', 'cpc_future' [batch, features]: all frames go through the encoder at once."""

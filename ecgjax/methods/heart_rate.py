@@ -7,11 +7,11 @@ pooled features go through one linear layer to the 4 classes; the loss is their 
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
 from ecgjax.methods.registry import Method, active, register, segment_batch
+from ecgjax.models.products import Dense
 from ecgjax.signal.heart_rate import HEART_RATE_CLASSES
 
 
@@ -30,7 +30,7 @@ class HeartRate(Method):
                 "heart_rate_class": jnp.zeros((batch_size,), jnp.int32)}
 
     def heads(self, net):
-        return {"heart_rate_head": nn.Dense(self.label_classes()["heart_rate_class"], dtype=net.dtype)}
+        return {"heart_rate_head": Dense(self.label_classes()["heart_rate_class"], dtype=net.dtype)}
 
     def forward(self, net, batch, inputs, *, train):
         """'heart_rate_logits' [batch, 4] of the anchor 'segment'."""
