@@ -47,3 +47,17 @@ def test_a_different_reference_is_caught():
     (params, flops), (ref_params, ref_flops) = _both("cl-p125", hidden=576)
     assert params != ref_params
     assert flops != pytest.approx(ref_flops, rel=vs_pytorch.FLOPS_TOLERANCE)
+
+
+def test_the_timed_runners_take_steps():
+    """What the benchmark times, one step each at batch 8 (the ViT and the fine-tune shape): each
+    runner trains (a finite loss), the precision wrappers included."""
+    import numpy as np
+
+    config = vs_pytorch.load_shape("gl-p125")
+    config.train.batch_size = 8
+    runners = [vs_pytorch.TorchStep(config), vs_pytorch.WithPrecision(lambda: vs_pytorch.JaxStep(config), "float32"),
+               vs_pytorch.WithPrecision(lambda: vs_pytorch.TorchStep(config), torch_precision="bf16"),
+               vs_pytorch.TorchFinetuneStep(vs_pytorch.load_shape("ft-resnet18"), 8)]
+    for runner in runners:
+        assert np.isfinite(runner.run(1)), runner
