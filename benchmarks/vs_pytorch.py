@@ -365,9 +365,12 @@ def time_block(runner, steps: int) -> float:
 def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
     config = load_shape(name)
     if name in FINETUNE_SHAPES:
-        ours, plain, ref = JaxFinetuneStep(config, True), JaxFinetuneStep(config, False), TorchFinetuneStep(config)
+        make_ours, make_plain = (lambda: JaxFinetuneStep(config, True)), (lambda: JaxFinetuneStep(config, False))
+        make_ref = lambda: TorchFinetuneStep(config)  # noqa: E731
     else:
-        ours, plain, ref = JaxStep(config), JaxStep(without_augmentation(config)), TorchStep(config)
+        make_ours, make_plain = (lambda: JaxStep(config)), (lambda: JaxStep(without_augmentation(config)))
+        make_ref = lambda: TorchStep(config)  # noqa: E731
+    ours, plain, ref = make_ours(), make_plain(), make_ref()
     params = {"ecgjax": ours.params, "pytorch": ref.params}
     if params["ecgjax"] != params["pytorch"]:
         raise AssertionError(f"{name}: parameter counts differ: {params}")
@@ -379,8 +382,6 @@ def compare(name: str, steps: int, repeats: int, warmup: int) -> dict:
         raise AssertionError(f"{name}: matmul/conv FLOPs differ by {flops_gap:.1%}: {flops}")
     runners = {"ecgjax": ours, "ecgjax_no_aug": plain, "pytorch": ref}
     if onednn.available():  # the products' two precisions on both sides (elsewhere both are float32)
-        make_ours = (lambda: JaxFinetuneStep(config, True)) if name in FINETUNE_SHAPES else (lambda: JaxStep(config))
-        make_ref = (lambda: TorchFinetuneStep(config)) if name in FINETUNE_SHAPES else (lambda: TorchStep(config))
         runners["ecgjax_float32"] = WithPrecision(make_ours, jax_precision="float32")
         runners["pytorch_bf16"] = WithPrecision(make_ref, torch_precision="bf16")
     for runner in runners.values():

@@ -31,10 +31,8 @@ _ARG_SRC, _ARG_DST, _ARG_WEIGHTS = 1, 17, 33                 # DNNL_ARG_*
 _Dims = ctypes.c_int64 * 12                                  # dnnl_dims_t
 _AMX_FLAGS = {"amx_bf16", "amx_tile", "avx512_bf16"}
 _ISA_AMX_BF16 = 0x3e7  # dnnl_cpu_isa_avx512_core_amx's bits (later versions add fp16's: 0xfef)
-
-
 _FORMAT_ANY = 1                                              # dnnl_format_tag_any
-_FORWARD_TRAINING, _BACKWARD_DATA, _BACKWARD_WEIGHTS = 64, 160, 192  # dnnl_prop_kind_t
+_FORWARD_TRAINING = 64                                       # dnnl_prop_kind_t
 _CONVOLUTION_DIRECT = 1                                      # dnnl_convolution_direct
 _QUERY_WEIGHTS_MD, _QUERY_DIFF_WEIGHTS_MD = 131, 132         # dnnl_query_t
 _ARG_DIFF_SRC, _ARG_DIFF_DST, _ARG_DIFF_WEIGHTS = 129, 145, 161
@@ -164,20 +162,22 @@ class _OneDnn:
         y_dims, y_strides = _nwc(n, c_out, w_out)
         k_dims, k_strides = _wio(c_out, c_in, k)
         x16, y16 = self._desc(x_dims, _BF16, x_strides), self._desc(y_dims, _BF16, y_strides)
-        hint = ctypes.c_void_p()
-        self._check(self.lib.dnnl_convolution_forward_primitive_desc_create(
-            ctypes.byref(hint), self.engine, _FORWARD_TRAINING, _CONVOLUTION_DIRECT, x16,
-            self._desc(k_dims, _BF16), None, y16, *geometry, None), "convolution_forward_primitive_desc_create")
-        pd = ctypes.c_void_p()
-        if kind == "forward":
-            y32, kernel16 = self._desc(y_dims, _F32, y_strides), self._desc(k_dims, _BF16, k_strides)
+
+        def forward(y_md):  # the forward primitive's descriptor; the gradients take one as a hint
+            pd = ctypes.c_void_p()
             self._check(self.lib.dnnl_convolution_forward_primitive_desc_create(
                 ctypes.byref(pd), self.engine, _FORWARD_TRAINING, _CONVOLUTION_DIRECT, x16,
-                self._desc(k_dims, _BF16), None, y32, *geometry, None), "convolution_forward_primitive_desc_create")
+                self._desc(k_dims, _BF16), None, y_md, *geometry, None), "convolution_forward_primitive_desc_create")
+            return pd
+
+        if kind == "forward":
+            y32, kernel16 = self._desc(y_dims, _F32, y_strides), self._desc(k_dims, _BF16, k_strides)
+            pd = forward(y32)
             slots = [self._memory(x16), self._memory(kernel16), self._memory(y32)]
             kernel, reorders = self._chosen(pd, _QUERY_WEIGHTS_MD, kernel16, slots[1], into_user=False)
             conv = self._primitive(pd, [(_ARG_SRC, slots[0]), (_ARG_WEIGHTS, kernel), (_ARG_DST, slots[2])])
             return _Plan(reorders + [conv], slots)
+        hint, pd = forward(y16), ctypes.c_void_p()
         if kind == "data":
             x32, kernel16 = self._desc(x_dims, _F32, x_strides), self._desc(k_dims, _BF16, k_strides)
             self._check(self.lib.dnnl_convolution_backward_data_primitive_desc_create(
@@ -234,14 +234,19 @@ def available() -> bool:
     return _onednn() is not None
 
 
+def _bf16_bf16_f32(buffers) -> None:
+    """Every target here reads two bf16 operands and writes float32."""
+    dtypes = tuple(b.dtype for b in buffers)
+    if dtypes != (ffi.BF16, ffi.BF16, ffi.F32):
+        raise TypeError(f"expects bf16, bf16 -> f32 (FFI dtypes {ffi.BF16}, {ffi.BF16}, {ffi.F32}), got {dtypes}")
+
+
 def _target(ta: bool, tb: bool) -> str:
     name = f"ecgjax_onednn_matmul_{'t' if ta else 'n'}{'t' if tb else 'n'}"
 
     def execute(inputs, outputs):
-        a, b = inputs
-        (out,) = outputs
-        if a.dtype != ffi.BF16 or b.dtype != ffi.BF16 or out.dtype != ffi.F32:
-            raise TypeError(f"expects bf16 x bf16 -> f32, got dtypes {a.dtype}, {b.dtype} -> {out.dtype}")
+        _bf16_bf16_f32((*inputs, *outputs))
+        (a, b), (out,) = inputs, outputs
         m, n = out.dims
         k = a.dims[0] if ta else a.dims[1]
         _onednn().run(("matmul", m, k, n, ta, tb), (a.data, b.data, out.data))
@@ -269,13 +274,10 @@ def matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False, transpose_b: b
 
 def _conv_target(kind: str, stride: int, pad: tuple[int, int], dilation: int) -> str:
     name = f"ecgjax_onednn_conv_{kind}_s{stride}_p{pad[0]}_{pad[1]}_d{dilation}"
-    dtypes = {"forward": (ffi.BF16, ffi.BF16, ffi.F32), "data": (ffi.BF16, ffi.BF16, ffi.F32),
-              "weights": (ffi.BF16, ffi.BF16, ffi.F32)}[kind]
 
     def execute(inputs, outputs):
         buffers = (*inputs, *outputs)
-        if tuple(b.dtype for b in buffers) != dtypes:
-            raise TypeError(f"expects dtypes {dtypes}, got {tuple(b.dtype for b in buffers)}")
+        _bf16_bf16_f32(buffers)
         if kind == "forward":
             (n, w_in, c_in), (k, _, c_out), (_, w_out, _) = (b.dims for b in buffers)
         elif kind == "data":

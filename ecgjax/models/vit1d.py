@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from ecgjax.models.products import Conv, Dense
-
 from ecgjax.models.transformer import TransformerStack
 
 Dtype = Any
